@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Set up the project environment and run its main jobs; needs only Python 3.11 and git.
+
+    python3 dev.py repro   # create .venv if needed, install, run `dvc repro` (the whole pipeline)
+    python3 dev.py test    # create .venv if needed, install, run the test suite
+    python3 dev.py flow    # run the pipeline as a Prefect flow (ephemeral Prefect API)
+    python3 dev.py lint    # ruff
+
+Extra arguments go to the underlying tool: `python3 dev.py test -m "not slow"`, `python3 dev.py repro train`.
+The environment is reinstalled only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".visionflow-installed"
+
+
+def _say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def _install_key() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def ensure_env() -> None:
+    """Create .venv with this interpreter and install the project with its dev extras (once per pyproject)."""
+    if sys.version_info[:2] != (3, 11):
+        sys.exit(f"visionflow needs Python 3.11; this is {sys.version.split()[0]} ({sys.executable})")
+    if not (BIN / "python").exists():
+        _say(f"creating {VENV.relative_to(ROOT)}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    if STAMP.exists() and STAMP.read_text() == _install_key():
+        return
+    _say("installing visionflow and its dependencies (a few minutes the first time)")
+    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "--quiet", "-e", ".[dev]"], cwd=ROOT, check=True)
+    STAMP.write_text(_install_key())
+
+
+def run(*command: str) -> int:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"repro", "test", "flow", "lint", "setup"}:
+        print(__doc__)
+        return 2
+    job, extra = argv[0], argv[1:]
+    ensure_env()
+    if job == "repro":
+        return run(str(BIN / "dvc"), "repro", *extra)
+    if job == "test":
+        return run(str(BIN / "python"), "-m", "pytest", *extra)
+    if job == "flow":
+        return run(str(BIN / "python"), "pipelines/training.py", *extra)
+    if job == "lint":
+        return run(str(BIN / "ruff"), "check", ".", *extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""Class weights from pixel counts. Pure functions: the balance stage does the I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = ["WEIGHTINGS", "class_frequencies", "class_weights"]
+
+
+def _inverse(freq: np.ndarray, counts: np.ndarray, beta: float) -> np.ndarray:
+    return 1.0 / freq
+
+
+def _inverse_sqrt(freq: np.ndarray, counts: np.ndarray, beta: float) -> np.ndarray:
+    return 1.0 / np.sqrt(freq)
+
+
+def _median_frequency(freq: np.ndarray, counts: np.ndarray, beta: float) -> np.ndarray:
+    # Eigen & Fergus (2015), as used by SegNet: median(freq) / freq_c.
+    return np.median(freq) / freq
+
+
+def _effective_number(freq: np.ndarray, counts: np.ndarray, beta: float) -> np.ndarray:
+    # Cui et al. (2019): (1 - beta) / (1 - beta ** n_c).
+    return (1.0 - beta) / (1.0 - np.power(beta, counts))
+
+
+WEIGHTINGS: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "inverse": _inverse,
+    "inverse_sqrt": _inverse_sqrt,
+    "median_frequency": _median_frequency,
+    "effective_number": _effective_number,
+}
+
+
+def class_frequencies(pixel_counts: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:
+    """Per-class frequency as Eigen & Fergus define it: pixels of class c / pixels of images that contain c.
+
+    ``pixel_counts`` is (images, classes); ``image_pixels`` the labelled pixels of each image.
+    """
+    counts = pixel_counts.sum(axis=0).astype(np.float64)
+    present = (pixel_counts > 0).astype(np.float64)
+    exposure = (present * image_pixels[:, None]).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(exposure > 0, counts / exposure, 0.0)
+
+
+def class_weights(pixel_counts: np.ndarray, image_pixels: np.ndarray, method: str, beta: float = 0.9999,
+                  clip: float | None = None) -> np.ndarray:  # fmt: skip
+    """Weights normalised to mean 1 over the classes that occur; absent classes get 0 (they cannot be learned).
+
+    ``clip`` caps a weight after normalisation, so one nearly absent class cannot dominate the loss.
+    """
+    num_classes = pixel_counts.shape[1]
+    if method == "none":
+        return np.ones(num_classes)
+    if method not in WEIGHTINGS:
+        raise ValueError(f"unknown balance.method '{method}'; choose one of none, {', '.join(WEIGHTINGS)}")
+    freq = class_frequencies(pixel_counts, image_pixels)
+    counts = pixel_counts.sum(axis=0).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = WEIGHTINGS[method](freq[present], counts[present], beta)
+    weights[present] /= weights[present].mean()
+    if clip is not None:
+        weights = np.minimum(weights, clip)
+    return weights

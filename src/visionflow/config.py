@@ -1,0 +1,266 @@
+"""Typed view of params.yaml: read once, validated once, passed to every stage.
+
+Every section forbids unknown keys, so a typo such as ``train.epoch`` fails at start-up with the key and the
+keys that are allowed there, instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "BalanceConfig",
+    "BuiltinConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvaluateConfig",
+    "ModelConfig",
+    "PathsConfig",
+    "ProjectConfig",
+    "RegisterConfig",
+    "SplitDirs",
+    "TrackingConfig",
+    "TrainConfig",
+    "ValidateConfig",
+    "load_config",
+]
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or does not match the schema."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(_Section):
+    task: Literal["segmentation"] = "segmentation"  # what the pipeline trains
+    seed: int = 42  # seeds python, numpy and torch in every stage
+
+
+class PathsConfig(_Section):
+    """Every file the stages exchange; dvc.yaml reads the same values through ``${paths.*}``."""
+
+    prepared: Path = Path("data/prepared")  # prepare's output folder (manifest, materialised images)
+    validation: Path = Path("data/validation")  # validate's summary and Data Docs
+    balance: Path = Path("data/balance")  # class frequencies and weights
+    model: Path = Path("data/model")  # trained weights, checkpoint, training history
+    evaluation: Path = Path("data/evaluation")  # metrics and plots on the val split
+    registry: Path = Path("data/registry")  # what register did (name, version, alias)
+
+    @property
+    def manifest(self) -> Path:
+        return self.prepared / "manifest.csv"
+
+    @property
+    def dataset_info(self) -> Path:
+        return self.prepared / "dataset.json"
+
+    @property
+    def validation_summary(self) -> Path:
+        return self.validation / "summary.json"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.validation / "docs"
+
+    @property
+    def class_weights(self) -> Path:
+        return self.balance / "class_weights.json"
+
+    @property
+    def class_distribution(self) -> Path:
+        return self.balance / "class_distribution.csv"
+
+    @property
+    def weights(self) -> Path:
+        return self.model / "model.pt"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.model / "checkpoint.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.model / "history.csv"
+
+    @property
+    def run_info(self) -> Path:
+        return self.model / "mlflow_run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.evaluation / "metrics.json"
+
+    @property
+    def per_class(self) -> Path:
+        return self.evaluation / "per_class.csv"
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.evaluation / "confusion_matrix.png"
+
+    @property
+    def registration(self) -> Path:
+        return self.registry / "registration.json"
+
+
+class SplitDirs(_Section):
+    images: str  # folder of images, relative to data.root
+    masks: str  # folder of masks with the same file stems
+
+
+class BuiltinConfig(_Section):
+    num_images: int = Field(240, ge=10)  # images generated in total
+    image_size: int = Field(64, ge=32)  # side of the square images, in pixels
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # share of images in the val split
+    seed: int = 0  # the generator's own seed: same seed, same bytes
+
+
+class DataConfig(_Section):
+    source: Literal["builtin", "folder"] = "builtin"  # where images come from
+    # What prepare reads and DVC hashes: the dataset folder for `folder`, the generator module for `builtin`.
+    root: Path = Path("src/visionflow/data/builtin.py")
+    preset: Literal["camvid"] | None = None  # folder layout and classes of a known dataset
+    splits: dict[str, SplitDirs] | None = None  # folder source: split name -> image and mask folders
+    classes: list[str] | None = None  # class names by id; null takes the source's or preset's
+    ignore_index: int | None = None  # mask value left out of loss and metrics; null takes the default
+    builtin: BuiltinConfig = BuiltinConfig()
+
+    @model_validator(mode="after")
+    def _folder_needs_layout(self) -> DataConfig:
+        if self.source == "folder" and self.preset is None and self.splits is None:
+            raise ValueError("data.source 'folder' needs data.preset (camvid) or data.splits")
+        return self
+
+
+class ValidateConfig(_Section):
+    min_image_size: int = Field(16, ge=1)  # smallest accepted width or height, in pixels
+    max_listed: int = Field(20, ge=1)  # failing files printed per check (all of them go to the JSON)
+
+
+class BalanceConfig(_Section):
+    method: Literal["none", "inverse", "inverse_sqrt", "median_frequency", "effective_number"] = (
+        "median_frequency"
+    )
+    beta: float = Field(0.9999, gt=0, lt=1)  # effective_number: (1 - beta^n) / (1 - beta)
+    clip: float | None = Field(10.0, gt=0)  # largest weight after normalisation; null keeps all
+
+
+class ModelConfig(_Section):
+    arch: str = "Unet"  # any smp architecture name
+    encoder: str = "resnet18"  # smp encoder name or tu-<timm model>
+    encoder_weights: str | None = None  # e.g. imagenet where a model hub is reachable
+    weights_path: Path | None = None  # local encoder weights (state dict) loaded after building
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(25, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    dice_weight: float = Field(1.0, ge=0)  # loss = weighted cross-entropy + dice_weight * Dice
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
+    num_threads: int | None = None  # torch intra-op threads; null keeps torch's choice
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = Field(32, ge=1)
+
+
+class RegisterConfig(_Section):
+    model_name: str = "visionflow-segmenter"  # registered model name in MLflow
+    metric: str = "val_miou"  # compared with the champion's; higher is better
+
+
+class TrackingConfig(_Section):
+    uri: str | None = None  # null: MLFLOW_TRACKING_URI, else a SQLite file in the working tree
+    experiment: str = "visionflow"
+    local_db: Path = Path("mlflow.db")  # embedded default store (ignored by git)
+    local_artifacts: Path = Path("mlartifacts")  # embedded default artifact root (ignored by git)
+
+
+class Config(_Section):
+    project: ProjectConfig = ProjectConfig()
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    balance: BalanceConfig = BalanceConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    register_: RegisterConfig = Field(RegisterConfig(), alias="register")
+    tracking: TrackingConfig = TrackingConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to plain values, as logged to MLflow."""
+        return _flatten(self.model_dump(mode="json", by_alias=True))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that owns the key at ``loc`` (used to list the keys allowed there)."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        field = fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        owner = _section_at(loc)
+        allowed = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
+        return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
+    return f"'{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate params.yaml; errors name the file, each bad key and what is allowed."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
+        raise ConfigError(f"{path}: {exc.error_count()} problem(s):\n{problems}") from None

@@ -1,0 +1,1 @@
+"""Data sources, the manifest that describes them, and torch datasets over it."""

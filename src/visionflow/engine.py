@@ -1,0 +1,100 @@
+"""Training and evaluation loops. No files, no tracking: they take modules and loaders and return numbers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from visionflow.data.dataset import normalise
+from visionflow.metrics import confusion_matrix
+
+__all__ = ["EvalResult", "Runtime", "evaluate", "predict_logits", "resolve_device", "train_one_epoch"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how tensors run."""
+
+    device: torch.device
+    channels_last: bool = False
+
+    def images(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC batch -> normalised float NCHW on the device, in the chosen memory layout."""
+        x = normalise(batch.to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    confusion: torch.Tensor  # (K, K), rows = truth
+    images_per_second: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable[Batch], loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                    runtime: Runtime, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    desc: str = "train") -> dict[str, float]:  # fmt: skip
+    """One pass over ``loader``; returns the mean loss and the throughput."""
+    model.train()
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False)
+    for images, masks in bar:
+        x, y = runtime.images(images), masks.to(runtime.device, non_blocking=True)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.item() * len(images)
+        seen += len(images)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    elapsed = time.perf_counter() - start
+    return {"loss": total_loss / max(seen, 1), "images_per_second": seen / elapsed if elapsed else 0.0}
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: Iterable[Batch], loss_fn: nn.Module | None, num_classes: int,
+             ignore_index: int, runtime: Runtime,
+             on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None) -> EvalResult:  # fmt: skip
+    """Loss and confusion matrix over ``loader``; ``on_batch(images, masks, predictions)`` sees each batch."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    for images, masks in tqdm(loader, desc="eval", unit="batch", leave=False):
+        y = masks.to(runtime.device)
+        logits = model(runtime.images(images))
+        if loss_fn is not None:
+            total_loss += loss_fn(logits, y).item() * len(images)
+        pred = logits.argmax(dim=1)
+        confusion += confusion_matrix(pred, y, num_classes, ignore_index)
+        seen += len(images)
+        if on_batch is not None:
+            on_batch(images, masks, pred.cpu())
+    elapsed = time.perf_counter() - start
+    return EvalResult(total_loss / max(seen, 1), confusion, seen / elapsed if elapsed else 0.0)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    model.eval()
+    return model(runtime.images(images)).float().cpu()

@@ -1,0 +1,17 @@
+"""One module per pipeline stage, each exposing ``run(config) -> result``.
+
+The CLI, dvc.yaml (through the CLI) and the tests all call these functions; nothing re-implements a stage.
+"""
+
+# Stage name -> one-line summary, in pipeline order (the CLI's help and the Prefect flow read this).
+STAGES: dict[str, str] = {
+    "prepare": "Find or generate the dataset and write the manifest (one row per image).",
+    "validate": "Check the manifest with Great Expectations; stop on bad data, naming the files.",
+    "balance": "Class pixel frequencies of the train split and class weights.",
+    "train": "Train the segmentation model; opens the MLflow run for it.",
+    "evaluate": "Score the model on the val split: metrics, per-class IoU, confusion matrix.",
+    "register": "Log and register the model in MLflow; alias champion or challenger.",
+}
+STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
+
+__all__ = ["STAGES", "STAGE_NAMES"]

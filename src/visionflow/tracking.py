@@ -1,0 +1,187 @@
+"""The only module that talks to MLflow.
+
+One MLflow run per trained model: the train stage opens it (logging params, lineage tags and what the data
+stages produced), writes its id next to the model, and evaluate and register reopen that same run. Stages that
+DVC skips keep their earlier results in the run, so the run always describes the model that is on disk.
+
+Where runs go: ``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` in params, else a SQLite file in the
+working tree with a local artifact folder (no server needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visionflow.config import Config
+
+__all__ = [
+    "RunInfo",
+    "data_hash",
+    "git_commit",
+    "log_artifact",
+    "log_metrics",
+    "log_model_version",
+    "open_run",
+    "read_run_info",
+    "registry_metric",
+    "set_alias",
+    "start_run",
+    "tracking_uri",
+    "write_run_info",
+]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+
+
+def tracking_uri(config: Config) -> str:
+    """The store in use: environment first, then params, then the embedded SQLite default."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
+    return uri or f"sqlite:///{config.tracking.local_db.resolve().as_posix()}"
+
+
+def _is_embedded(config: Config) -> bool:
+    return not (os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri)
+
+
+def _mlflow(config: Config) -> Any:
+    import mlflow  # imported here: it costs a second, and only tracking stages need it
+
+    mlflow.set_tracking_uri(tracking_uri(config))
+    return mlflow
+
+
+def _experiment_id(mlflow: Any, config: Config) -> str:
+    experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if _is_embedded(config):  # keep artifacts beside the SQLite file rather than in ./mlruns
+        location = config.tracking.local_artifacts.resolve().as_uri()
+    return str(mlflow.create_experiment(config.tracking.experiment, artifact_location=location))
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def data_hash(config: Config, lock: Path = Path("dvc.lock")) -> str:
+    """The md5 DVC recorded for prepare's output in dvc.lock (the data every later stage used).
+
+    Falls back to the manifest's own sha256 when the stage runs outside ``dvc repro``.
+    """
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        for out in stages.get("prepare", {}).get("outs", []):
+            if Path(out.get("path", "")) == config.paths.prepared and out.get("md5"):
+                return f"md5:{out['md5']}"
+    manifest = config.paths.manifest
+    return f"manifest-sha256:{hashlib.sha256(manifest.read_bytes()).hexdigest()}" if manifest.is_file() else "none"
+
+
+@contextmanager
+def start_run(config: Config, run_name: str, tags: Mapping[str, str]) -> Iterator[RunInfo]:
+    """A new run with every param logged; its id is what later stages reopen."""
+    mlflow = _mlflow(config)
+    experiment_id = _experiment_id(mlflow, config)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+        mlflow.log_params({k: "" if v is None else v for k, v in config.flat().items()})
+        yield RunInfo(run.info.run_id, experiment_id, tracking_uri(config))
+
+
+@contextmanager
+def open_run(config: Config, info_path: Path) -> Iterator[RunInfo]:
+    """Reopen the run that train started (its id is in ``info_path``)."""
+    info = read_run_info(info_path)
+    mlflow = _mlflow(config)
+    with mlflow.start_run(run_id=info.run_id):
+        yield info
+
+
+def write_run_info(info: RunInfo, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info.__dict__, indent=2) + "\n", encoding="utf-8")
+
+
+def read_run_info(path: Path) -> RunInfo:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no MLflow run recorded; run `visionflow train` first")
+    return RunInfo(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}, step=step)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    """Log a file or a whole folder (Data Docs, say) under ``artifact_path``."""
+    import mlflow
+
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+    else:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_model_version(model: Any, example: Any, name: str, pip_requirements: list[str],
+                      metadata: Mapping[str, Any]) -> str:  # fmt: skip
+    """Log a torch model with a signature inferred from ``example`` and register it; returns the version."""
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.inference_mode():
+        with_output = model(torch.from_numpy(example)).numpy()
+    signature = infer_signature(example, with_output)
+    info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
+                                    pip_requirements=pip_requirements, metadata=dict(metadata),
+                                    serialization_format="pickle")  # fmt: skip
+    return str(info.registered_model_version)
+
+
+def registry_metric(config: Config, name: str, alias: str, metric: str) -> tuple[str, float] | None:
+    """(version, metric of its run) for the model version holding ``alias``, or None when no version does."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri(config))
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
+    return str(version.version), float("nan") if value is None else float(value)
+
+
+def set_alias(config: Config, name: str, alias: str, version: str, tags: Mapping[str, str] | None = None) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri(config))
+    client.set_registered_model_alias(name, alias, version)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
