@@ -72,9 +72,14 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     encoder: nn.Module = model.encoder  # type: ignore[assignment]
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if len(missing) == len(encoder.state_dict()):
-        raise ModelError(f"{path}: no tensor matches the encoder; keys look like {list(state)[:3]}")
+    expected = encoder.state_dict()
+    if not set(state) & set(expected):
+        raise ModelError(f"{path}: no tensor matches the encoder '{type(encoder).__name__}'; the file has keys "
+                         f"like {list(state)[:3]}, the encoder expects keys like {list(expected)[:3]}")  # fmt: skip
+    try:
+        _, unexpected = encoder.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit: another encoder's weights
+        raise ModelError(f"{path}: weights do not fit the encoder: {exc}") from None
     if unexpected:
         print(f"note: {path}: {len(unexpected)} keys not used by the encoder (e.g. {unexpected[:3]})")
 

@@ -49,14 +49,18 @@ class RunInfo:
     tracking_uri: str
 
 
+def _embedded_uri(config: Config) -> str:
+    return f"sqlite:///{config.tracking.local_db.resolve().as_posix()}"
+
+
 def tracking_uri(config: Config) -> str:
     """The store in use: environment first, then params, then the embedded SQLite default."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
-    return uri or f"sqlite:///{config.tracking.local_db.resolve().as_posix()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri or _embedded_uri(config)
 
 
 def _is_embedded(config: Config) -> bool:
-    return not (os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri)
+    # Compared by value: mlflow.set_tracking_uri itself exports MLFLOW_TRACKING_URI.
+    return tracking_uri(config) == _embedded_uri(config)
 
 
 def _mlflow(config: Config) -> Any:

@@ -102,7 +102,8 @@ def run(config: Config) -> TrainResult:
             row = {"epoch": epoch, "train_loss": fit["loss"], "val_loss": val.loss, "val_miou": val_miou,
                    "lr": optimizer.param_groups[0]["lr"], "train_images_per_second": fit["images_per_second"]}  # fmt: skip
             history.append(row)
-            tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            # "train/..." keeps the curves apart from evaluate's final val_* metrics of the chosen model
+            tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
             epochs.set_postfix(loss=f"{fit['loss']:.3f}", val_miou=f"{val_miou:.3f}")
             tqdm.write(f"epoch {epoch:3d}  train_loss {fit['loss']:.4f}  val_loss {val.loss:.4f}  "
                        f"val_miou {val_miou:.4f}  {fit['images_per_second']:.1f} img/s")  # fmt: skip
@@ -113,7 +114,7 @@ def run(config: Config) -> TrainResult:
         _save_checkpoint(paths.checkpoint, model, optimizer, scheduler, train_cfg.epochs)
         pd.DataFrame(history).to_csv(paths.history, index=False)
         tracking.log_artifact(paths.history, "training")
-        tracking.log_metrics({"best_epoch": best_epoch, "best_val_miou": best_miou})
+        tracking.log_metrics({"train/best_epoch": best_epoch, "train/best_val_miou": best_miou})
         tracking.write_run_info(run_info, paths.run_info)
     seconds = time.perf_counter() - start
     print(f"train: best val mIoU {best_miou:.4f} at epoch {best_epoch}/{train_cfg.epochs} in {seconds:.0f}s "

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visionflow.balance import class_frequencies, class_weights
+
+# three images of 100 labelled pixels; class 2 appears only in the last one
+COUNTS = np.array([[90, 10, 0], [80, 20, 0], [50, 30, 20]])
+PIXELS = COUNTS.sum(axis=1)
+
+
+def test_frequency_counts_only_images_holding_the_class() -> None:
+    freq = class_frequencies(COUNTS, PIXELS)
+    assert np.allclose(freq, [220 / 300, 60 / 300, 20 / 100])
+
+
+def test_median_frequency_by_hand() -> None:
+    freq = np.array([220 / 300, 60 / 300, 20 / 100])
+    raw = np.median(freq) / freq
+    weights = class_weights(COUNTS, PIXELS, "median_frequency")
+    assert np.allclose(weights, raw / raw.mean())
+    assert weights[0] < weights[1] and weights[0] < weights[2], "the frequent class weighs least"
+
+
+@pytest.mark.parametrize("method", ["inverse", "inverse_sqrt", "median_frequency", "effective_number"])
+def test_weights_have_mean_one_and_favour_rare_classes(method: str) -> None:
+    weights = class_weights(COUNTS, PIXELS, method, beta=0.99)
+    assert np.isclose(weights.mean(), 1.0)
+    assert weights[0] == weights.min()
+
+
+def test_absent_class_gets_zero_and_clip_caps() -> None:
+    counts = np.array([[1000, 1, 0], [1000, 0, 0]])
+    weights = class_weights(counts, counts.sum(axis=1), "inverse", clip=1.5)
+    assert weights[2] == 0.0
+    assert weights.max() == 1.5
+
+
+def test_none_is_uniform_and_unknown_method_lists_choices() -> None:
+    assert np.array_equal(class_weights(COUNTS, PIXELS, "none"), np.ones(3))
+    with pytest.raises(ValueError, match="median_frequency"):
+        class_weights(COUNTS, PIXELS, "magic")

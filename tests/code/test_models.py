@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from visionflow.config import ModelConfig
+from visionflow.models import ModelError, create_segmenter, load_model, save_model
+
+
+def test_unknown_architecture_lists_valid_names() -> None:
+    with pytest.raises(ModelError) as err:
+        create_segmenter(ModelConfig(arch="Unett"), num_classes=3)
+    assert "Unet" in str(err.value) and "FPN" in str(err.value) and "Did you mean" in str(err.value)
+
+
+def test_unknown_encoder_lists_valid_names_and_timm_hint() -> None:
+    with pytest.raises(ModelError) as err:
+        create_segmenter(ModelConfig(encoder="resnet19"), num_classes=3)
+    assert "resnet18" in str(err.value) and "tu-" in str(err.value)
+
+
+def test_unknown_timm_model() -> None:
+    with pytest.raises(ModelError, match="timm model"):
+        create_segmenter(ModelConfig(encoder="tu-not_a_model_at_all"), num_classes=3)
+
+
+@pytest.mark.parametrize("arch,encoder", [("Unet", "resnet18"), ("FPN", "tu-resnet10t"), ("unet", "tu-mobilenetv3_small_050")])
+def test_architectures_and_encoders_build(arch: str, encoder: str) -> None:
+    model = create_segmenter(ModelConfig(arch=arch, encoder=encoder), num_classes=4).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 4, 64, 64)
+
+
+def test_save_and_load_round_trip_with_weights_only(tmp_path: Path) -> None:
+    config = ModelConfig(encoder="tu-resnet10t")
+    model = create_segmenter(config, num_classes=3).eval()
+    save_model(model, tmp_path / "m.pt", config, ["a", "b", "c"], 255, {"val_miou": 0.5})
+    torch.load(tmp_path / "m.pt", weights_only=True)  # must not need pickle
+    loaded, meta = load_model(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), loaded(x))
+    assert meta["classes"] == ["a", "b", "c"] and meta["val_miou"] == 0.5
+
+
+def test_local_encoder_weights_are_loaded(tmp_path: Path) -> None:
+    donor = create_segmenter(ModelConfig(encoder="tu-resnet10t"), num_classes=3)
+    torch.save(donor.encoder.state_dict(), tmp_path / "encoder.pt")
+    model = create_segmenter(ModelConfig(encoder="tu-resnet10t", weights_path=tmp_path / "encoder.pt"), 3)
+    for (name, a), b in zip(donor.encoder.state_dict().items(), model.encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_encoder_weights_that_do_not_fit_are_an_error(tmp_path: Path) -> None:
+    torch.save({"something.else": torch.zeros(3)}, tmp_path / "w.pt")
+    with pytest.raises(ModelError, match="no tensor matches"):
+        create_segmenter(ModelConfig(encoder="tu-resnet10t", weights_path=tmp_path / "w.pt"), 3)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_config
+from visionflow import tracking
+from visionflow.stages.register import choose_alias
+
+
+def test_default_store_is_sqlite_in_the_working_tree(workdir: Path) -> None:
+    uri = tracking.tracking_uri(make_config())
+    assert uri == f"sqlite:///{(workdir / 'mlflow.db').as_posix()}"
+
+
+def test_params_then_environment_override(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config({"tracking.uri": "http://127.0.0.1:5999"})
+    assert tracking.tracking_uri(config) == "http://127.0.0.1:5999"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert tracking.tracking_uri(config) == "sqlite:///elsewhere.db"
+
+
+def test_embedded_experiment_keeps_artifacts_beside_the_database(workdir: Path) -> None:
+    config = make_config()
+    mlflow = tracking._mlflow(config)  # also exports MLFLOW_TRACKING_URI, as mlflow does
+    experiment = mlflow.get_experiment(tracking._experiment_id(mlflow, config))
+    assert experiment.artifact_location == (workdir / "mlartifacts").as_uri()
+
+
+def test_data_hash_reads_prepare_output_from_dvc_lock(workdir: Path) -> None:
+    config = make_config()
+    (workdir / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: data/prepared\n      md5: abc.dir\n")
+    assert tracking.data_hash(config) == "md5:abc.dir"
+
+
+def test_data_hash_falls_back_to_the_manifest(workdir: Path) -> None:
+    config = make_config()
+    assert tracking.data_hash(config) == "none"
+    config.paths.manifest.parent.mkdir(parents=True)
+    config.paths.manifest.write_text("id\n1\n")
+    assert tracking.data_hash(config).startswith("manifest-sha256:")
+
+
+def test_choose_alias() -> None:
+    assert choose_alias(0.5, None) == "champion"
+    assert choose_alias(0.5, math.nan) == "champion"
+    assert choose_alias(0.6, 0.5) == "champion"
+    assert choose_alias(0.5, 0.5) == "challenger", "a tie keeps the champion"
+    assert choose_alias(0.4, 0.5) == "challenger"

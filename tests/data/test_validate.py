@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import make_config
+from visionflow.stages import prepare, validate
+from visionflow.stages.validate import DataValidationError
+
+
+def folder_config(root: Path):  # noqa: ANN201
+    return make_config({"data.source": "folder", "data.root": str(root), "data.preset": "camvid"})
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def prepare_and_validate(config):  # noqa: ANN001, ANN201
+    prepare.run(config)
+    return validate.run(config)
+
+
+def test_clean_builtin_data_passes(tiny_config) -> None:  # noqa: ANN001
+    result = prepare_and_validate(tiny_config)
+    assert result.success and result.inputs == 24 and result.failed_files == 0
+    summary = json.loads(tiny_config.paths.validation_summary.read_text())
+    assert summary["success"] and {c["check"] for c in summary["checks"]} >= {"decodes", "mask_values"}
+    assert (tiny_config.paths.data_docs / "index.html").is_file()
+
+
+def test_truncated_png_and_wrong_size_mask_are_named(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 6, 3)
+    truncate(root / "train" / "frame_001.png")
+    Image.new("L", (48, 64)).save(root / "valannot" / "frame_007.png")
+    config = folder_config(root)
+    with pytest.raises(DataValidationError) as err:
+        prepare_and_validate(config)
+    assert "frame_001.png" in str(err.value) and "frame_007.png" in str(err.value)
+    summary = json.loads(config.paths.validation_summary.read_text())
+    by_check = {(f["check"], Path(f["file"]).name) for f in summary["failures"]}
+    assert ("decodes", "frame_001.png") in by_check
+    assert ("mask_width", "frame_007.png") in by_check
+    assert summary["failed_files"] == 2 and summary["inputs"] == 9
+    assert (config.paths.data_docs / "index.html").is_file(), "Data Docs are written on failure too"
+
+
+def test_out_of_range_mask_value(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 4, 2)
+    mask = np.array(Image.open(root / "trainannot" / "frame_002.png"))
+    mask[0, 0] = 42
+    Image.fromarray(mask).save(root / "trainannot" / "frame_002.png")
+    with pytest.raises(DataValidationError, match="frame_002.png"):
+        prepare_and_validate(folder_config(root))
+    failures = json.loads(folder_config(root).paths.validation_summary.read_text())["failures"]
+    assert failures == [{"file": "cam/train/frame_002.png", "check": "mask_values", "value": "invalid_values=42",
+                         "expected": "mask values are class ids or the ignore index"}]  # fmt: skip
+
+
+def test_copy_across_splits_is_leakage(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 4, 2)
+    shutil.copy(root / "train" / "frame_000.png", root / "val" / "copy.png")
+    shutil.copy(root / "trainannot" / "frame_000.png", root / "valannot" / "copy.png")
+    with pytest.raises(DataValidationError) as err:
+        prepare_and_validate(folder_config(root))
+    assert "copy.png" in str(err.value) and "frame_000.png" in str(err.value)
+
+
+def test_same_name_in_two_splits(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 4, 2)
+    shutil.copy(root / "val" / "frame_004.png", root / "train" / "frame_005.png")
+    shutil.copy(root / "valannot" / "frame_004.png", root / "trainannot" / "frame_005.png")
+    config = folder_config(root)
+    with pytest.raises(DataValidationError):
+        prepare_and_validate(config)
+    checks = {f["check"] for f in json.loads(config.paths.validation_summary.read_text())["failures"]}
+    assert "one_split" in checks
+
+
+def test_missing_mask_and_empty_val(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 3, 1)
+    (root / "valannot" / "frame_003.png").unlink()
+    (root / "val" / "frame_003.png").unlink()
+    (root / "trainannot" / "frame_001.png").unlink()
+    config = folder_config(root)
+    with pytest.raises(DataValidationError, match="frame_001.png"):
+        prepare_and_validate(config)
+    failures = json.loads(config.paths.validation_summary.read_text())["failures"]
+    assert any(f["check"] == "has_train_and_val" for f in failures), "an empty val split is reported"

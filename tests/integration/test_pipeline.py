@@ -1,0 +1,126 @@
+"""End to end: `dvc repro` of the default pipeline in a fresh git + DVC repository, then the Prefect flow."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import copy_project, run_tool
+
+pytestmark = pytest.mark.slow
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default pipeline, run once by `dvc repro` on the built-in data (shared by the tests below)."""
+    repo = copy_project(tmp_path_factory.mktemp("project"))
+    result = run_tool("dvc", "repro", cwd=repo)
+    assert ran_stages(result.stdout) == ["prepare", "validate", "balance", "train", "evaluate", "register"]
+    return repo
+
+
+def mlflow_client(repo: Path):  # noqa: ANN201
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
+    for path in ("data/prepared/manifest.csv", "data/validation/summary.json", "data/validation/docs/index.html",
+                 "data/balance/class_weights.json", "data/model/model.pt", "data/model/checkpoint.pt",
+                 "data/evaluation/confusion_matrix.png"):  # fmt: skip
+        assert (project / path).is_file(), path
+    metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
+    assert metrics["val"]["miou"] >= 0.6, metrics
+
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("visionflow")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, "one MLflow run per pipeline execution"
+    run = runs[0]
+    assert run.data.params["train.epochs"] == "25" and run.data.params["balance.method"] == "median_frequency"
+    assert run.data.metrics["val_miou"] == pytest.approx(metrics["val"]["miou"], abs=1e-6)
+    assert len(client.get_metric_history(run.info.run_id, "train/val_miou")) == 25, "a curve point per epoch"
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    prepared_md5 = lock["stages"]["prepare"]["outs"][0]["md5"]
+    assert run.data.tags["data_hash"] == f"md5:{prepared_md5}"
+    head = run_tool("git", "rev-parse", "HEAD", cwd=project).stdout.strip()
+    assert run.data.tags["git_commit"].startswith(head)
+
+    from mlflow.artifacts import download_artifacts
+
+    local = Path(download_artifacts(run_id=run.info.run_id, tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
+    for artifact in ("validation/summary.json", "validation/data_docs/index.html", "balance/class_weights.json",
+                     "training/history.csv", "evaluation/metrics.json", "evaluation/confusion_matrix.png"):  # fmt: skip
+        assert (local / artifact).is_file(), artifact
+
+    version = client.get_model_version_by_alias("visionflow-segmenter", "champion")
+    assert str(version.version) == "1" and version.run_id == run.info.run_id
+    assert (project / "mlartifacts").is_dir(), "artifacts stay in the working tree"
+
+
+def test_registered_model_loads_and_predicts(project: Path) -> None:
+    import mlflow
+    import numpy as np
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/visionflow-segmenter@champion")
+    out = model.predict(np.zeros((1, 3, 64, 64), np.float32))
+    assert out.shape == (1, 6, 64, 64)
+
+
+def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path) -> None:
+    again = run_tool("dvc", "repro", cwd=project)
+    assert ran_stages(again.stdout) == [] and "up to date" in again.stdout
+
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("  epochs: 25", "  epochs: 2"))
+    changed = run_tool("dvc", "repro", cwd=project)
+    assert ran_stages(changed.stdout) == ["train", "evaluate", "register"]
+    registration = json.loads((project / "data/registry/registration.json").read_text())
+    assert registration["version"] == "2" and registration["alias"] == "challenger", registration
+    client = mlflow_client(project)
+    assert str(client.get_model_version_by_alias("visionflow-segmenter", "champion").version) == "1"
+    assert len(client.search_runs([client.get_experiment_by_name("visionflow").experiment_id])) == 2
+
+    shown = run_tool("dvc", "metrics", "show", cwd=project).stdout
+    assert "val.miou" in shown
+    plots = json.loads(run_tool("dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
+    curve = plots["Training loss"][0]["content"]["data"]["values"]
+    assert len(curve) == 2 * 2, "train and val loss for each of the 2 epochs"
+    assert any(name.endswith("confusion_matrix.png") for name in plots)
+    assert {"Val mIoU", "data/balance/class_distribution.csv", "data/evaluation/per_class.csv"} <= set(plots)
+
+
+def test_prefect_flow_runs_the_stages(project: Path, tmp_path: Path) -> None:
+    result = run_tool("python", "pipelines/training.py", cwd=project, PREFECT_HOME=str(tmp_path / "prefect"))
+    log = result.stdout + result.stderr
+    for stage in ("prepare", "validate", "balance", "train", "evaluate", "register"):
+        assert f"dvc repro {stage}" in log
+    assert "Finished in state Completed" in log
+
+
+def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path,
+                                                           camvid_like: Callable[..., Path]) -> None:  # fmt: skip
+    repo = copy_project(tmp_path / "repo")
+    data = camvid_like(tmp_path / "incoming", 4, 2)
+    broken = data / "train" / "frame_001.png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(source="folder", root=str(data), preset="camvid")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_tool("python", "pipelines/training.py", cwd=repo, check=False,
+                      PREFECT_HOME=str(tmp_path / "prefect"))  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "stage 'validate' failed" in log and "frame_001.png" in log
+    assert "dvc repro balance" not in log, "the flow stops at the first failing stage"
