@@ -44,8 +44,15 @@ def repro_stage(stage: str, repo: Path = REPO) -> str:
     command = [_dvc(), "repro", "--single-item", stage]
     logger.info("running %s in %s", " ".join(command), repo)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace") as process:  # fmt: skip
+    with subprocess.Popen(
+        command,
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    ) as process:
         assert process.stdout is not None
         for line in process.stdout:
             for part in line.rstrip("\n").split("\r"):

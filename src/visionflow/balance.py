@@ -47,8 +47,13 @@ def class_frequencies(pixel_counts: np.ndarray, image_pixels: np.ndarray) -> np.
         return np.where(exposure > 0, counts / exposure, 0.0)
 
 
-def class_weights(pixel_counts: np.ndarray, image_pixels: np.ndarray, method: str, beta: float = 0.9999,
-                  clip: float | None = None) -> np.ndarray:  # fmt: skip
+def class_weights(
+    pixel_counts: np.ndarray,
+    image_pixels: np.ndarray,
+    method: str,
+    beta: float = 0.9999,
+    clip: float | None = None,
+) -> np.ndarray:
     """Weights normalised to mean 1 over the classes that occur; absent classes get 0 (they cannot be learned).
 
     ``clip`` caps a weight after normalisation, so one nearly absent class cannot dominate the loss.

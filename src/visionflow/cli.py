@@ -15,13 +15,23 @@ from visionflow.stages import STAGES
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Reproducible segmentation pipelines: DVC stages, MLflow tracking, Prefect flows.")  # fmt: skip
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Reproducible segmentation pipelines: DVC stages, MLflow tracking, Prefect flows.",
+)
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read")]
 
 # Errors that describe bad input or a missing earlier stage: shown as one clear line, no traceback.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError)
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    FileNotFoundError,
+    ValueError,
+    KeyError,
+    RuntimeError,
+)
 
 
 def _run_stage(name: str, params: Path) -> Any:

@@ -148,9 +148,7 @@ class ValidateConfig(_Section):
 
 
 class BalanceConfig(_Section):
-    method: Literal["none", "inverse", "inverse_sqrt", "median_frequency", "effective_number"] = (
-        "median_frequency"
-    )
+    method: Literal["none", "inverse", "inverse_sqrt", "median_frequency", "effective_number"] = "median_frequency"
     beta: float = Field(0.9999, gt=0, lt=1)  # effective_number: (1 - beta^n) / (1 - beta)
     clip: float | None = Field(10.0, gt=0)  # largest weight after normalisation; null keeps all
 

@@ -50,9 +50,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train_one_epoch(model: nn.Module, loader: Iterable[Batch], loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    runtime: Runtime, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-                    desc: str = "train") -> dict[str, float]:  # fmt: skip
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    runtime: Runtime,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
     """One pass over ``loader``; returns the mean loss and the throughput."""
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
@@ -73,9 +79,15 @@ def train_one_epoch(model: nn.Module, loader: Iterable[Batch], loss_fn: nn.Modul
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable[Batch], loss_fn: nn.Module | None, num_classes: int,
-             ignore_index: int, runtime: Runtime,
-             on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None) -> EvalResult:  # fmt: skip
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    loss_fn: nn.Module | None,
+    num_classes: int,
+    ignore_index: int,
+    runtime: Runtime,
+    on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+) -> EvalResult:
     """Loss and confusion matrix over ``loader``; ``on_batch(images, masks, predictions)`` sees each batch."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)

@@ -58,8 +58,13 @@ def create_segmenter(config: ModelConfig, num_classes: int) -> nn.Module:
     if arch is None:
         raise _unknown("architecture", config.arch, architectures())
     _check_encoder(config.encoder)
-    model = smp.create_model(arch, encoder_name=config.encoder, encoder_weights=config.encoder_weights,
-                             in_channels=3, classes=num_classes)  # fmt: skip
+    model = smp.create_model(
+        arch,
+        encoder_name=config.encoder,
+        encoder_weights=config.encoder_weights,
+        in_channels=3,
+        classes=num_classes,
+    )
     if config.weights_path is not None:
         load_encoder_weights(model, config.weights_path)
     return model
@@ -74,8 +79,10 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
     encoder: nn.Module = model.encoder  # type: ignore[assignment]
     expected = encoder.state_dict()
     if not set(state) & set(expected):
-        raise ModelError(f"{path}: no tensor matches the encoder '{type(encoder).__name__}'; the file has keys "
-                         f"like {list(state)[:3]}, the encoder expects keys like {list(expected)[:3]}")  # fmt: skip
+        raise ModelError(
+            f"{path}: no tensor matches the encoder '{type(encoder).__name__}'; the file has keys "
+            f"like {list(state)[:3]}, the encoder expects keys like {list(expected)[:3]}"
+        )
     try:
         _, unexpected = encoder.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes that do not fit: another encoder's weights
@@ -84,12 +91,23 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
         print(f"note: {path}: {len(unexpected)} keys not used by the encoder (e.g. {unexpected[:3]})")
 
 
-def save_model(model: nn.Module, path: Path, config: ModelConfig, classes: tuple[str, ...] | list[str],
-               ignore_index: int, extra: dict[str, float | int | str] | None = None) -> None:  # fmt: skip
+def save_model(
+    model: nn.Module,
+    path: Path,
+    config: ModelConfig,
+    classes: tuple[str, ...] | list[str],
+    ignore_index: int,
+    extra: dict[str, float | int | str] | None = None,
+) -> None:
     """Weights plus what rebuilding them needs; plain tensors and strings, so ``weights_only=True`` loads it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"arch": config.arch, "encoder": config.encoder, "classes": list(classes), "ignore_index": ignore_index}
+    meta = {
+        "arch": config.arch,
+        "encoder": config.encoder,
+        "classes": list(classes),
+        "ignore_index": ignore_index,
+    }
     torch.save({"state_dict": state, "meta": meta | dict(extra or {})}, path)
 
 

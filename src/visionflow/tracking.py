@@ -83,10 +83,16 @@ def _experiment_id(mlflow: Any, config: Config) -> str:
 def git_commit(cwd: Path | None = None) -> str:
     """HEAD's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
@@ -152,8 +158,9 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
-def log_model_version(model: Any, example: Any, name: str, pip_requirements: list[str],
-                      metadata: Mapping[str, Any]) -> str:  # fmt: skip
+def log_model_version(
+    model: Any, example: Any, name: str, pip_requirements: list[str], metadata: Mapping[str, Any]
+) -> str:
     """Log a torch model with a signature inferred from ``example`` and register it; returns the version."""
     import mlflow
     import torch
@@ -162,9 +169,15 @@ def log_model_version(model: Any, example: Any, name: str, pip_requirements: lis
     with torch.inference_mode():
         with_output = model(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, with_output)
-    info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
-                                    pip_requirements=pip_requirements, metadata=dict(metadata),
-                                    serialization_format="pickle")  # fmt: skip
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=signature,
+        registered_model_name=name,
+        pip_requirements=pip_requirements,
+        metadata=dict(metadata),
+        serialization_format="pickle",
+    )
     return str(info.registered_model_version)
 
 

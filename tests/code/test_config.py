@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visionflow.config import Config, ConfigError, PathsConfig, load_config
 from tests.conftest import REPO
+from visionflow.config import Config, ConfigError, PathsConfig, load_config
 
 
 def test_repository_params_build_every_section() -> None:
@@ -90,7 +90,19 @@ def _dvc_paths() -> set[str]:
 def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
     """One place per path: dvc.yaml's outputs are exactly the PathsConfig files the stages exchange."""
     paths = PathsConfig()
-    written = {paths.prepared, paths.validation_summary, paths.data_docs, paths.class_weights,
-               paths.class_distribution, paths.weights, paths.checkpoint, paths.run_info, paths.history,
-               paths.metrics, paths.per_class, paths.confusion_matrix, paths.registration}  # fmt: skip
+    written = {
+        paths.prepared,
+        paths.validation_summary,
+        paths.data_docs,
+        paths.class_weights,
+        paths.class_distribution,
+        paths.weights,
+        paths.checkpoint,
+        paths.run_info,
+        paths.history,
+        paths.metrics,
+        paths.per_class,
+        paths.confusion_matrix,
+        paths.registration,
+    }
     assert {Path(p) for p in _dvc_paths()} == written

@@ -26,7 +26,9 @@ def test_unknown_timm_model() -> None:
         create_segmenter(ModelConfig(encoder="tu-not_a_model_at_all"), num_classes=3)
 
 
-@pytest.mark.parametrize("arch,encoder", [("Unet", "resnet18"), ("FPN", "tu-resnet10t"), ("unet", "tu-mobilenetv3_small_050")])
+@pytest.mark.parametrize(
+    "arch,encoder", [("Unet", "resnet18"), ("FPN", "tu-resnet10t"), ("unet", "tu-mobilenetv3_small_050")]
+)
 def test_architectures_and_encoders_build(arch: str, encoder: str) -> None:
     model = create_segmenter(ModelConfig(arch=arch, encoder=encoder), num_classes=4).eval()
     with torch.inference_mode():

@@ -32,7 +32,8 @@ def test_embedded_experiment_keeps_artifacts_beside_the_database(workdir: Path) 
 def test_data_hash_reads_prepare_output_from_dvc_lock(workdir: Path) -> None:
     config = make_config()
     (workdir / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: data/prepared\n      md5: abc.dir\n")
+        "schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: data/prepared\n      md5: abc.dir\n"
+    )
     assert tracking.data_hash(config) == "md5:abc.dir"
 
 

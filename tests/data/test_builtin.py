@@ -11,7 +11,7 @@ CONFIG = BuiltinConfig(num_images=120, image_size=64, seed=0)
 
 
 def _masks(config: BuiltinConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    is_val, has_rare = builtin._splits(config)
+    _, has_rare = builtin._splits(config)
     pairs = [builtin.generate_sample(i, config, bool(has_rare[i])) for i in range(config.num_images)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 

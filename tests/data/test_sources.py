@@ -8,18 +8,19 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_config, write_pair
+from visionflow.config import Config
 from visionflow.data.manifest import build_manifest, count_columns, read_manifest, write_manifest
 from visionflow.data.sources import PRESETS, SourceError, collect_samples
 
 
-def camvid_config(root: Path, **extra: object):  # noqa: ANN201
+def camvid_config(root: Path, **extra: object) -> Config:
     for folder in ("train", "trainannot", "val", "valannot"):
         if root.exists():
             (root / folder).mkdir(exist_ok=True)
     return make_config({"data.source": "folder", "data.root": str(root), "data.preset": "camvid", **extra})
 
 
-def test_builtin_source_writes_files_and_manifest(tiny_config) -> None:  # noqa: ANN001
+def test_builtin_source_writes_files_and_manifest(tiny_config: Config) -> None:
     samples, info = collect_samples(tiny_config)
     assert len(samples) == 24 and info.classes[0] == "background" and info.ignore_index == 255
     manifest = build_manifest(samples, info)
@@ -73,7 +74,7 @@ def pd_isna(value: object) -> bool:
     return value is None or value != value
 
 
-def test_manifest_round_trip(tiny_config, workdir: Path) -> None:  # noqa: ANN001
+def test_manifest_round_trip(tiny_config: Config, workdir: Path) -> None:
     samples, info = collect_samples(tiny_config)
     manifest = build_manifest(samples, info)
     write_manifest(manifest, workdir / "m.csv")
@@ -87,10 +88,18 @@ def test_missing_root_and_missing_split_are_clear(workdir: Path) -> None:
     with pytest.raises(SourceError, match="is not a folder"):
         collect_samples(camvid_config(workdir / "nowhere"))
     (workdir / "d" / "imgs").mkdir(parents=True)
-    config = make_config({"data.source": "folder", "data.root": str(workdir / "d"), "data.classes": ["a", "b"],
-                          "data.splits": {"train": {"images": "imgs", "masks": "m"},
-                                          "val": {"images": "vimgs", "masks": "vm"}}})  # fmt: skip
-    with pytest.raises(SourceError, match="split 'val'.*vimgs"):
+    config = make_config(
+        {
+            "data.source": "folder",
+            "data.root": str(workdir / "d"),
+            "data.classes": ["a", "b"],
+            "data.splits": {
+                "train": {"images": "imgs", "masks": "m"},
+                "val": {"images": "vimgs", "masks": "vm"},
+            },
+        }
+    )
+    with pytest.raises(SourceError, match=r"split 'val'.*vimgs"):
         collect_samples(config)
 
 

@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_config
+from visionflow.config import Config
 from visionflow.stages import prepare, validate
-from visionflow.stages.validate import DataValidationError
+from visionflow.stages.validate import DataValidationError, ValidateResult
 
 
-def folder_config(root: Path):  # noqa: ANN201
+def folder_config(root: Path) -> Config:
     return make_config({"data.source": "folder", "data.root": str(root), "data.preset": "camvid"})
 
 
@@ -23,12 +24,12 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def prepare_and_validate(config):  # noqa: ANN001, ANN201
+def prepare_and_validate(config: Config) -> ValidateResult:
     prepare.run(config)
     return validate.run(config)
 
 
-def test_clean_builtin_data_passes(tiny_config) -> None:  # noqa: ANN001
+def test_clean_builtin_data_passes(tiny_config: Config) -> None:
     result = prepare_and_validate(tiny_config)
     assert result.success and result.inputs == 24 and result.failed_files == 0
     summary = json.loads(tiny_config.paths.validation_summary.read_text())
@@ -57,11 +58,17 @@ def test_out_of_range_mask_value(workdir: Path, camvid_like: Callable[..., Path]
     mask = np.array(Image.open(root / "trainannot" / "frame_002.png"))
     mask[0, 0] = 42
     Image.fromarray(mask).save(root / "trainannot" / "frame_002.png")
-    with pytest.raises(DataValidationError, match="frame_002.png"):
+    with pytest.raises(DataValidationError, match=r"frame_002\.png"):
         prepare_and_validate(folder_config(root))
     failures = json.loads(folder_config(root).paths.validation_summary.read_text())["failures"]
-    assert failures == [{"file": "cam/train/frame_002.png", "check": "mask_values", "value": "invalid_values=42",
-                         "expected": "mask values are class ids or the ignore index"}]  # fmt: skip
+    assert failures == [
+        {
+            "file": "cam/train/frame_002.png",
+            "check": "mask_values",
+            "value": "invalid_values=42",
+            "expected": "mask values are class ids or the ignore index",
+        }
+    ]
 
 
 def test_copy_across_splits_is_leakage(workdir: Path, camvid_like: Callable[..., Path]) -> None:
@@ -90,7 +97,7 @@ def test_missing_mask_and_empty_val(workdir: Path, camvid_like: Callable[..., Pa
     (root / "val" / "frame_003.png").unlink()
     (root / "trainannot" / "frame_001.png").unlink()
     config = folder_config(root)
-    with pytest.raises(DataValidationError, match="frame_001.png"):
+    with pytest.raises(DataValidationError, match=r"frame_001\.png"):
         prepare_and_validate(config)
     failures = json.loads(config.paths.validation_summary.read_text())["failures"]
     assert any(f["check"] == "has_train_and_val" for f in failures), "an empty val split is reported"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from tests.conftest import copy_project, run_tool
 
@@ -28,16 +29,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def mlflow_client(repo: Path):  # noqa: ANN201
-    from mlflow import MlflowClient
-
+def mlflow_client(repo: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
 
 
 def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
-    for path in ("data/prepared/manifest.csv", "data/validation/summary.json", "data/validation/docs/index.html",
-                 "data/balance/class_weights.json", "data/model/model.pt", "data/model/checkpoint.pt",
-                 "data/evaluation/confusion_matrix.png"):  # fmt: skip
+    for path in (
+        "data/prepared/manifest.csv",
+        "data/validation/summary.json",
+        "data/validation/docs/index.html",
+        "data/balance/class_weights.json",
+        "data/model/model.pt",
+        "data/model/checkpoint.pt",
+        "data/evaluation/confusion_matrix.png",
+    ):
         assert (project / path).is_file(), path
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
     assert metrics["val"]["miou"] >= 0.6, metrics
@@ -59,8 +64,14 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     from mlflow.artifacts import download_artifacts
 
     local = Path(download_artifacts(run_id=run.info.run_id, tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
-    for artifact in ("validation/summary.json", "validation/data_docs/index.html", "balance/class_weights.json",
-                     "training/history.csv", "evaluation/metrics.json", "evaluation/confusion_matrix.png"):  # fmt: skip
+    for artifact in (
+        "validation/summary.json",
+        "validation/data_docs/index.html",
+        "balance/class_weights.json",
+        "training/history.csv",
+        "evaluation/metrics.json",
+        "evaluation/confusion_matrix.png",
+    ):
         assert (local / artifact).is_file(), artifact
 
     version = client.get_model_version_by_alias("visionflow-segmenter", "champion")
@@ -109,8 +120,7 @@ def test_prefect_flow_runs_the_stages(project: Path, tmp_path: Path) -> None:
     assert "Finished in state Completed" in log
 
 
-def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path,
-                                                           camvid_like: Callable[..., Path]) -> None:  # fmt: skip
+def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path, camvid_like: Callable[..., Path]) -> None:
     repo = copy_project(tmp_path / "repo")
     data = camvid_like(tmp_path / "incoming", 4, 2)
     broken = data / "train" / "frame_001.png"
@@ -118,8 +128,7 @@ def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path,
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(source="folder", root=str(data), preset="camvid")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run_tool("python", "pipelines/training.py", cwd=repo, check=False,
-                      PREFECT_HOME=str(tmp_path / "prefect"))  # fmt: skip
+    result = run_tool("python", "pipelines/training.py", cwd=repo, check=False, PREFECT_HOME=str(tmp_path / "prefect"))
     log = result.stdout + result.stderr
     assert result.returncode != 0
     assert "stage 'validate' failed" in log and "frame_001.png" in log

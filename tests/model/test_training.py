@@ -5,12 +5,13 @@ import json
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionflow.config import ModelConfig
+from visionflow.config import Config, ModelConfig
 from visionflow.engine import Runtime, evaluate, train_one_epoch
 from visionflow.losses import create_loss
 from visionflow.metrics import segmentation_metrics
 from visionflow.models import create_segmenter
-from visionflow.stages import balance, evaluate as evaluate_stage, prepare, register, train, validate
+from visionflow.stages import balance, prepare, register, train, validate
+from visionflow.stages import evaluate as evaluate_stage
 
 
 def test_training_fits_a_small_batch() -> None:
@@ -31,7 +32,7 @@ def test_training_fits_a_small_batch() -> None:
     assert segmentation_metrics(after.confusion, ["a", "b"])["miou"] > 0.7
 
 
-def test_stages_in_process_are_deterministic(tiny_config) -> None:  # noqa: ANN001
+def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:
     """Same params, same seed: two trainings give the same weights and the same metrics."""
     for stage in (prepare, validate, balance):
         stage.run(tiny_config)

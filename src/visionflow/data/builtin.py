@@ -61,8 +61,20 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
         return points
     if kind == "cross":
         w = r * 0.35
-        arm = [(-r, -w), (-w, -w), (-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r),
-               (-w, w), (-r, w)]  # fmt: skip
+        arm = [
+            (-r, -w),
+            (-w, -w),
+            (-w, -r),
+            (w, -r),
+            (w, -w),
+            (r, -w),
+            (r, w),
+            (w, w),
+            (w, r),
+            (-w, r),
+            (-w, w),
+            (-r, w),
+        ]
         c, s = math.cos(angle), math.sin(angle)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in arm]
     raise ValueError(f"no polygon for shape {kind!r}")

@@ -23,11 +23,11 @@ from tqdm import tqdm
 from visionflow.data.sources import DatasetInfo, SampleRef
 
 __all__ = [
-    "count_columns",
-    "split_rows",
     "build_manifest",
+    "count_columns",
     "read_dataset_info",
     "read_manifest",
+    "split_rows",
     "write_dataset_info",
     "write_manifest",
 ]
@@ -73,7 +73,7 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
         try:
             image = _decode(ref.image)
             row.update(width=image.width, height=image.height, channels=len(image.getbands()), mode=image.mode)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file
+        except Exception as exc:
             errors.append(f"image does not decode: {exc}")
     if ref.mask is None:
         errors.append("image has no matching mask")
@@ -93,7 +93,7 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
                 row["px_ignore"] = ignored
                 row["px_invalid"] = int(counts[invalid].sum())
                 row["invalid_values"] = " ".join(map(str, invalid.tolist()))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(f"mask does not decode: {exc}")
     row["error"] = "; ".join(errors) or None
     return row
@@ -102,15 +102,45 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
 def build_manifest(samples: list[SampleRef], info: DatasetInfo, workers: int = 4) -> pd.DataFrame:
     """Describe every sample (decoding runs in threads: PIL releases the GIL while it decodes)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(tqdm(pool.map(lambda r: _describe_row(r, info), samples), total=len(samples),
-                         desc="manifest", unit="img"))  # fmt: skip
+        rows = list(
+            tqdm(
+                pool.map(lambda r: _describe_row(r, info), samples),
+                total=len(samples),
+                desc="manifest",
+                unit="img",
+            )
+        )
     frame = pd.DataFrame(rows)
-    columns = ["id", "split", "image_path", "mask_path", "width", "height", "channels", "mode",
-               "mask_width", "mask_height", "mask_mode", "sha256", *count_columns(len(info.classes)),
-               "px_ignore", "px_invalid", "invalid_values", "error"]  # fmt: skip
+    columns = [
+        "id",
+        "split",
+        "image_path",
+        "mask_path",
+        "width",
+        "height",
+        "channels",
+        "mode",
+        "mask_width",
+        "mask_height",
+        "mask_mode",
+        "sha256",
+        *count_columns(len(info.classes)),
+        "px_ignore",
+        "px_invalid",
+        "invalid_values",
+        "error",
+    ]
     frame = frame.reindex(columns=columns)
-    integer_columns = ["width", "height", "channels", "mask_width", "mask_height",
-                       *count_columns(len(info.classes)), "px_ignore", "px_invalid"]  # fmt: skip
+    integer_columns = [
+        "width",
+        "height",
+        "channels",
+        "mask_width",
+        "mask_height",
+        *count_columns(len(info.classes)),
+        "px_ignore",
+        "px_invalid",
+    ]
     return frame.astype({c: "Int64" for c in integer_columns})
 
 
@@ -123,8 +153,9 @@ def read_manifest(path: Path) -> pd.DataFrame:
     """Read the manifest that prepare wrote; a missing file says which stage makes it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found; run `visionflow prepare` (or `dvc repro prepare`)")
-    return pd.read_csv(path, dtype={"id": str, "invalid_values": str, "error": str, "sha256": str},
-                       keep_default_na=True)  # fmt: skip
+    return pd.read_csv(
+        path, dtype={"id": str, "invalid_values": str, "error": str, "sha256": str}, keep_default_na=True
+    )
 
 
 def write_dataset_info(info: DatasetInfo, path: Path) -> None:
@@ -136,8 +167,12 @@ def read_dataset_info(path: Path) -> DatasetInfo:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: dataset info not found; run `visionflow prepare`")
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return DatasetInfo(source=raw["source"], root=raw["root"], classes=tuple(raw["classes"]),
-                       ignore_index=int(raw["ignore_index"]))  # fmt: skip
+    return DatasetInfo(
+        source=raw["source"],
+        root=raw["root"],
+        classes=tuple(raw["classes"]),
+        ignore_index=int(raw["ignore_index"]),
+    )
 
 
 def split_rows(manifest: pd.DataFrame, split: str, source: Path) -> pd.DataFrame:

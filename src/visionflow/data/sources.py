@@ -12,7 +12,15 @@ from pathlib import Path
 from visionflow.config import Config, DataConfig, SplitDirs
 from visionflow.data import builtin
 
-__all__ = ["IMAGE_SUFFIXES", "PRESETS", "DatasetInfo", "Preset", "SampleRef", "SourceError", "collect_samples"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "PRESETS",
+    "DatasetInfo",
+    "Preset",
+    "SampleRef",
+    "SourceError",
+    "collect_samples",
+]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -46,8 +54,19 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # SegNet's 11-class CamVid split; id 11 marks unlabelled (void) pixels.
     "camvid": Preset(
-        classes=("sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol", "fence", "car",
-                 "pedestrian", "bicyclist"),  # fmt: skip
+        classes=(
+            "sky",
+            "building",
+            "pole",
+            "road",
+            "sidewalk",
+            "tree",
+            "sign_symbol",
+            "fence",
+            "car",
+            "pedestrian",
+            "bicyclist",
+        ),
         ignore_index=11,
         splits={
             "train": SplitDirs(images="train", masks="trainannot"),
@@ -65,8 +84,9 @@ def _images_in(folder: Path) -> dict[str, Path]:
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if path.stem in found:
-            raise SourceError(f"{folder}: two files share the stem '{path.stem}': {found[path.stem].name}, "
-                              f"{path.name}; keep one")  # fmt: skip
+            raise SourceError(
+                f"{folder}: two files share the stem '{path.stem}': {found[path.stem].name}, {path.name}; keep one"
+            )
         found[path.stem] = path
     return found
 

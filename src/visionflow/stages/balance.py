@@ -33,13 +33,19 @@ def run(config: Config) -> BalanceResult:
     labelled = counts.sum(axis=1)
     freq = class_frequencies(counts, labelled)
     weights = class_weights(counts, labelled, config.balance.method, config.balance.beta, config.balance.clip)
-    result = BalanceResult(config.balance.method, list(info.classes), counts.sum(axis=0).tolist(),
-                           freq.round(8).tolist(), weights.round(6).tolist())  # fmt: skip
+    result = BalanceResult(
+        config.balance.method,
+        list(info.classes),
+        counts.sum(axis=0).tolist(),
+        freq.round(8).tolist(),
+        weights.round(6).tolist(),
+    )
     paths.class_weights.parent.mkdir(parents=True, exist_ok=True)
     paths.class_weights.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     share = counts.sum(axis=0) / max(counts.sum(), 1)
     pd.DataFrame({"class": info.classes, "pixel_share": share.round(6), "weight": weights.round(6)}).to_csv(
-        paths.class_distribution, index=False)
+        paths.class_distribution, index=False
+    )
     print(f"balance: {config.balance.method} weights over {len(train)} train images")
     for name, s, w in zip(info.classes, share, weights, strict=True):
         print(f"  {name:<14} share {s:7.2%}  weight {w:6.3f}")

@@ -37,8 +37,10 @@ def run(config: Config) -> EvaluateResult:
     rows = split_rows(read_manifest(paths.manifest), "val", paths.manifest)
     model, meta = load_model(paths.weights)
     if list(meta["classes"]) != list(info.classes):  # type: ignore[call-overload]
-        raise ValueError(f"{paths.weights} was trained on classes {meta['classes']}, the data has {info.classes}; "
-                         "run `dvc repro` to retrain")  # fmt: skip
+        raise ValueError(
+            f"{paths.weights} was trained on classes {meta['classes']}, the data has {info.classes}; "
+            "run `dvc repro` to retrain"
+        )
     runtime = Runtime(resolve_device(config.train.device), channels_last=config.train.channels_last)
     model = runtime.prepare(model)
     loader = DataLoader(SegmentationDataset(rows), batch_size=config.evaluate.batch_size)
@@ -50,20 +52,30 @@ def run(config: Config) -> EvaluateResult:
     paths.evaluation.mkdir(parents=True, exist_ok=True)
     report = {"val": _json_safe(metrics), "absent_classes": absent, "images": len(rows)}
     paths.metrics.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    per_class = pd.DataFrame({"class": info.classes,
-                              "iou": [metrics[f"iou_{c}"] for c in info.classes],
-                              "true_pixels": result.confusion.sum(dim=1).tolist(),
-                              "predicted_pixels": result.confusion.sum(dim=0).tolist()})  # fmt: skip
+    per_class = pd.DataFrame(
+        {
+            "class": info.classes,
+            "iou": [metrics[f"iou_{c}"] for c in info.classes],
+            "true_pixels": result.confusion.sum(dim=1).tolist(),
+            "predicted_pixels": result.confusion.sum(dim=0).tolist(),
+        }
+    )
     per_class.to_csv(paths.per_class, index=False)
-    plot_confusion_matrix(result.confusion.numpy(), info.classes, paths.confusion_matrix,
-                          title=f"val confusion (mIoU {metrics['miou']:.3f})")  # fmt: skip
+    plot_confusion_matrix(
+        result.confusion.numpy(),
+        info.classes,
+        paths.confusion_matrix,
+        title=f"val confusion (mIoU {metrics['miou']:.3f})",
+    )
 
     with tracking.open_run(config, paths.run_info):
         tracking.log_metrics({f"val_{k}": v for k, v in metrics.items()})
         for path in (paths.metrics, paths.per_class, paths.confusion_matrix):
             tracking.log_artifact(path, "evaluation")
-    print(f"evaluate: val mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f} "
-          f"on {len(rows)} images -> {paths.metrics}")  # fmt: skip
+    print(
+        f"evaluate: val mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f} "
+        f"on {len(rows)} images -> {paths.metrics}"
+    )
     for name in info.classes:
         value = metrics[f"iou_{name}"]
         print(f"  {name:<14} IoU {'absent' if value != value else f'{value:.4f}'}")

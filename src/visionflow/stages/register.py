@@ -53,23 +53,39 @@ def run(config: Config) -> RegisterResult:
     metric_key = reg.metric.removeprefix("val_")
     value = metrics["val"].get(metric_key)
     if value is None:
-        raise KeyError(f"{paths.metrics}: no val metric '{metric_key}' (register.metric); "
-                       f"available: {', '.join(metrics['val'])}")  # fmt: skip
+        raise KeyError(
+            f"{paths.metrics}: no val metric '{metric_key}' (register.metric); available: {', '.join(metrics['val'])}"
+        )
     model, meta = load_model(paths.weights)
     row = split_rows(read_manifest(paths.manifest), "val", paths.manifest).iloc[0]
     example = normalise(torch.from_numpy(load_rgb(row["image_path"]))[None]).numpy().astype(np.float32)
 
     before = tracking.registry_metric(config, reg.model_name, "champion", reg.metric)
     with tracking.open_run(config, paths.run_info) as run_info:
-        version = tracking.log_model_version(model, example, reg.model_name, _requirements(),
-                                             metadata={"classes": meta["classes"],
-                                                       "ignore_index": meta["ignore_index"]})  # fmt: skip
+        version = tracking.log_model_version(
+            model,
+            example,
+            reg.model_name,
+            _requirements(),
+            metadata={"classes": meta["classes"], "ignore_index": meta["ignore_index"]},
+        )
         alias = choose_alias(float(value), before[1] if before else None)
-        tags = {reg.metric: f"{value:.6f}", "git_commit": tracking.git_commit(),
-                "data_hash": tracking.data_hash(config), "run_id": run_info.run_id}  # fmt: skip
+        tags = {
+            reg.metric: f"{value:.6f}",
+            "git_commit": tracking.git_commit(),
+            "data_hash": tracking.data_hash(config),
+            "run_id": run_info.run_id,
+        }
         tracking.set_alias(config, reg.model_name, alias, version, tags)
-    result = RegisterResult(reg.model_name, version, alias, reg.metric, float(value),
-                            before[0] if before else None, before[1] if before else None)  # fmt: skip
+    result = RegisterResult(
+        reg.model_name,
+        version,
+        alias,
+        reg.metric,
+        float(value),
+        before[0] if before else None,
+        before[1] if before else None,
+    )
     paths.registry.mkdir(parents=True, exist_ok=True)
     paths.registration.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     against = f" (champion v{before[0]} had {before[1]:.4f})" if before else " (no champion before)"

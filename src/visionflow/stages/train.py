@@ -54,9 +54,13 @@ def _lineage_tags(config: Config) -> dict[str, str]:
 def _log_data_stages(config: Config) -> None:
     """What the data stages produced, so the run holds the whole story of its model."""
     paths = config.paths
-    for path, where in ((paths.validation_summary, "validation"), (paths.data_docs, "validation/data_docs"),
-                        (paths.class_weights, "balance"), (paths.class_distribution, "balance"),
-                        (paths.dataset_info, "data")):  # fmt: skip
+    for path, where in (
+        (paths.validation_summary, "validation"),
+        (paths.data_docs, "validation/data_docs"),
+        (paths.class_weights, "balance"),
+        (paths.class_distribution, "balance"),
+        (paths.dataset_info, "data"),
+    ):
         if path.exists():
             tracking.log_artifact(path, where)
     if paths.validation_summary.is_file():
@@ -74,57 +78,97 @@ def run(config: Config) -> TrainResult:
     weights = read_class_weights(config)
     num_classes = len(info.classes)
 
-    train_set = SegmentationDataset(split_rows(manifest, "train", paths.manifest), augment=True,
-                                    seed=config.project.seed)  # fmt: skip
+    train_set = SegmentationDataset(
+        split_rows(manifest, "train", paths.manifest), augment=True, seed=config.project.seed
+    )
     val_set = SegmentationDataset(split_rows(manifest, "val", paths.manifest))
     loader_seed = torch.Generator().manual_seed(config.project.seed)
-    train_loader = DataLoader(train_set, batch_size=train_cfg.batch_size, shuffle=True, drop_last=len(train_set) >
-                              train_cfg.batch_size, generator=loader_seed)  # fmt: skip
+    train_loader = DataLoader(
+        train_set,
+        batch_size=train_cfg.batch_size,
+        shuffle=True,
+        drop_last=len(train_set) > train_cfg.batch_size,
+        generator=loader_seed,
+    )
     val_loader = DataLoader(val_set, batch_size=config.evaluate.batch_size)
 
     runtime = Runtime(resolve_device(train_cfg.device), channels_last=train_cfg.channels_last)
     model = runtime.prepare(create_segmenter(config.model, num_classes))
     loss_fn = create_loss(weights, info.ignore_index, train_cfg.dice_weight).to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train_cfg.lr, epochs=train_cfg.epochs,
-                                                    steps_per_epoch=len(train_loader), pct_start=0.15)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=train_cfg.lr,
+        epochs=train_cfg.epochs,
+        steps_per_epoch=len(train_loader),
+        pct_start=0.15,
+    )
 
     history: list[dict[str, float]] = []
     best_miou, best_epoch, start = -1.0, 0, time.perf_counter()
-    with tracking.start_run(config, run_name=f"{config.model.arch}-{config.model.encoder}",
-                            tags=_lineage_tags(config)) as run_info:  # fmt: skip
+    with tracking.start_run(
+        config, run_name=f"{config.model.arch}-{config.model.encoder}", tags=_lineage_tags(config)
+    ) as run_info:
         _log_data_stages(config)
         epochs = tqdm(range(1, train_cfg.epochs + 1), desc="epochs", unit="epoch")
         for epoch in epochs:
             fit = train_one_epoch(model, train_loader, loss_fn, optimizer, runtime, scheduler, desc=f"epoch {epoch}")
             val = evaluate(model, val_loader, loss_fn, num_classes, info.ignore_index, runtime)
             val_miou = segmentation_metrics(val.confusion, info.classes)["miou"]
-            row = {"epoch": epoch, "train_loss": fit["loss"], "val_loss": val.loss, "val_miou": val_miou,
-                   "lr": optimizer.param_groups[0]["lr"], "train_images_per_second": fit["images_per_second"]}  # fmt: skip
+            row = {
+                "epoch": epoch,
+                "train_loss": fit["loss"],
+                "val_loss": val.loss,
+                "val_miou": val_miou,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_images_per_second": fit["images_per_second"],
+            }
             history.append(row)
             # "train/..." keeps the curves apart from evaluate's final val_* metrics of the chosen model
             tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
             epochs.set_postfix(loss=f"{fit['loss']:.3f}", val_miou=f"{val_miou:.3f}")
-            tqdm.write(f"epoch {epoch:3d}  train_loss {fit['loss']:.4f}  val_loss {val.loss:.4f}  "
-                       f"val_miou {val_miou:.4f}  {fit['images_per_second']:.1f} img/s")  # fmt: skip
+            tqdm.write(
+                f"epoch {epoch:3d}  train_loss {fit['loss']:.4f}  val_loss {val.loss:.4f}  "
+                f"val_miou {val_miou:.4f}  {fit['images_per_second']:.1f} img/s"
+            )
             if val_miou > best_miou:
                 best_miou, best_epoch = val_miou, epoch
-                save_model(model, paths.weights, config.model, info.classes, info.ignore_index,
-                           {"epoch": epoch, "val_miou": val_miou})  # fmt: skip
+                save_model(
+                    model,
+                    paths.weights,
+                    config.model,
+                    info.classes,
+                    info.ignore_index,
+                    {"epoch": epoch, "val_miou": val_miou},
+                )
         _save_checkpoint(paths.checkpoint, model, optimizer, scheduler, train_cfg.epochs)
         pd.DataFrame(history).to_csv(paths.history, index=False)
         tracking.log_artifact(paths.history, "training")
         tracking.log_metrics({"train/best_epoch": best_epoch, "train/best_val_miou": best_miou})
         tracking.write_run_info(run_info, paths.run_info)
     seconds = time.perf_counter() - start
-    print(f"train: best val mIoU {best_miou:.4f} at epoch {best_epoch}/{train_cfg.epochs} in {seconds:.0f}s "
-          f"-> {paths.weights}")  # fmt: skip
+    print(
+        f"train: best val mIoU {best_miou:.4f} at epoch {best_epoch}/{train_cfg.epochs} in {seconds:.0f}s "
+        f"-> {paths.weights}"
+    )
     return TrainResult(best_epoch, best_miou, train_cfg.epochs, seconds, run_info.run_id)
 
 
-def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int) -> None:  # fmt: skip
+def _save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+) -> None:
     """The full training state after ``epoch`` (tensors and plain values: loads with weights_only=True)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch}, path)  # fmt: skip
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+        },
+        path,
+    )

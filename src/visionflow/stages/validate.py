@@ -67,23 +67,55 @@ def checks(config: Config) -> list[Check]:
     min_side = config.validate_.min_image_size
     missing = "either_value_is_missing"
     return [
-        Check("decodes", "image and mask decode completely, one channel of class ids in the mask",
-              ("error",), gxe.ExpectColumnValuesToBeNull(column="error")),
-        Check("mask_width", "mask as wide as its image", ("width", "mask_width"),
-              gxe.ExpectColumnPairValuesToBeEqual(column_A="width", column_B="mask_width", ignore_row_if=missing)),
-        Check("mask_height", "mask as high as its image", ("height", "mask_height"),
-              gxe.ExpectColumnPairValuesToBeEqual(column_A="height", column_B="mask_height", ignore_row_if=missing)),
-        Check("mask_values", "mask values are class ids or the ignore index", ("invalid_values",),
-              gxe.ExpectColumnValuesToBeBetween(column="px_invalid", min_value=0, max_value=0)),
-        Check("min_size", f"width and height at least {min_side} px", ("width", "height"),
-              gxe.ExpectColumnValuesToBeBetween(column="min_side", min_value=min_side)),
-        Check("unique_content", "no two files with the same content hash", ("sha256", "split"),
-              gxe.ExpectColumnValuesToBeUnique(column="sha256")),
-        Check("one_split", "each image name in one split only", ("id", "split"),
-              gxe.ExpectColumnValuesToBeBetween(column="splits_per_id", min_value=1, max_value=1)),
-        Check("has_train_and_val", "train and val splits are not empty", ("split",),
-              gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "val"])),
-    ]  # fmt: skip
+        Check(
+            "decodes",
+            "image and mask decode completely, one channel of class ids in the mask",
+            ("error",),
+            gxe.ExpectColumnValuesToBeNull(column="error"),
+        ),
+        Check(
+            "mask_width",
+            "mask as wide as its image",
+            ("width", "mask_width"),
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="width", column_B="mask_width", ignore_row_if=missing),
+        ),
+        Check(
+            "mask_height",
+            "mask as high as its image",
+            ("height", "mask_height"),
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="height", column_B="mask_height", ignore_row_if=missing),
+        ),
+        Check(
+            "mask_values",
+            "mask values are class ids or the ignore index",
+            ("invalid_values",),
+            gxe.ExpectColumnValuesToBeBetween(column="px_invalid", min_value=0, max_value=0),
+        ),
+        Check(
+            "min_size",
+            f"width and height at least {min_side} px",
+            ("width", "height"),
+            gxe.ExpectColumnValuesToBeBetween(column="min_side", min_value=min_side),
+        ),
+        Check(
+            "unique_content",
+            "no two files with the same content hash",
+            ("sha256", "split"),
+            gxe.ExpectColumnValuesToBeUnique(column="sha256"),
+        ),
+        Check(
+            "one_split",
+            "each image name in one split only",
+            ("id", "split"),
+            gxe.ExpectColumnValuesToBeBetween(column="splits_per_id", min_value=1, max_value=1),
+        ),
+        Check(
+            "has_train_and_val",
+            "train and val splits are not empty",
+            ("split",),
+            gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "val"]),
+        ),
+    ]
 
 
 def _run_checkpoint(frame: pd.DataFrame, suite_checks: list[Check], docs_dir: Path) -> list[Any]:
@@ -91,11 +123,17 @@ def _run_checkpoint(frame: pd.DataFrame, suite_checks: list[Check], docs_dir: Pa
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
-    context.add_data_docs_site(site_name="visionflow", site_config={
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })  # fmt: skip
+    context.add_data_docs_site(
+        site_name="visionflow",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir.resolve()),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     asset = context.data_sources.add_pandas("visionflow").add_dataframe_asset("manifest")
     batch = asset.add_batch_definition_whole_dataframe("manifest")
     suite = context.suites.add(gx.ExpectationSuite(name="manifest"))
@@ -103,11 +141,14 @@ def _run_checkpoint(frame: pd.DataFrame, suite_checks: list[Check], docs_dir: Pa
         check.expectation.meta = {"check": check.name, "expected": check.expected}
         suite.add_expectation(check.expectation)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="manifest", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name="manifest", validation_definitions=[definition],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["visionflow"])],
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["file"]},
-    ))  # fmt: skip
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="manifest",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["visionflow"])],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["file"]},
+        )
+    )
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     return [r for run in outcome.run_results.values() for r in run.results]
 
@@ -152,8 +193,14 @@ def run(config: Config) -> ValidateResult:
     for result in results:
         check = by_name[result.expectation_config.meta["check"]]
         failures = [] if result.success else _failures(check, result, frame)
-        summary.checks.append({"check": check.name, "expected": check.expected, "success": bool(result.success),
-                               "failing": len(failures)})  # fmt: skip
+        summary.checks.append(
+            {
+                "check": check.name,
+                "expected": check.expected,
+                "success": bool(result.success),
+                "failing": len(failures),
+            }
+        )
         summary.failures.extend(failures)
     summary.failed_files = len({f.file for f in summary.failures if f.file != "(dataset)"})
     paths.validation_summary.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +209,8 @@ def run(config: Config) -> ValidateResult:
     _print_table(summary, config.validate_.max_listed)
     if not summary.success:
         files = sorted({f.file for f in summary.failures})
-        raise DataValidationError(f"data validation failed for {len(files)} file(s): {', '.join(files)}; "
-                                  f"see {paths.validation_summary} and {paths.data_docs / 'index.html'}")  # fmt: skip
+        raise DataValidationError(
+            f"data validation failed for {len(files)} file(s): {', '.join(files)}; "
+            f"see {paths.validation_summary} and {paths.data_docs / 'index.html'}"
+        )
     return summary
