@@ -44,7 +44,7 @@ def ensure_env() -> None:
         return
     _say("installing visionflow and its dependencies (a few minutes the first time)")
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "--quiet", "-e", ".[dev]"], cwd=ROOT, check=True)
+    subprocess.run([*pip, "install", "-qq", "-e", ".[dev]"], cwd=ROOT, check=True)
     STAMP.write_text(_install_key())
 
 
