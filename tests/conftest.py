@@ -81,15 +81,28 @@ def write_pair(root: Path, split_dirs: tuple[str, str], name: str, image: np.nda
     return image_dir / name
 
 
+def folder_params(root: Path, **extra: Any) -> dict[str, Any]:
+    """Params overrides for a dataset made by ``camvid_like``: CamVid's layout and ignore index, the shape classes."""
+    return {
+        "data.source": "folder",
+        "data.root": str(root),
+        "data.preset": "camvid",
+        "data.classes": list(builtin.CLASSES),
+        **extra,
+    }
+
+
 @pytest.fixture
 def camvid_like() -> Callable[[Path, int, int], Path]:
-    """Build a small dataset in CamVid's layout (train/ trainannot/ val/ valannot/) with the builtin shapes."""
+    """Build a small dataset in CamVid's layout (train/ trainannot/ val/ valannot/) with the builtin shapes.
+
+    Every shape class appears in train (use :func:`folder_params` for the matching class list).
+    """
 
     def build(root: Path, n_train: int = 8, n_val: int = 4) -> Path:
         cfg = BuiltinConfig(image_size=64, seed=3)
         for index in range(n_train + n_val):
             image, mask = builtin.generate_sample(index, cfg, has_rare=index % 4 == 0)
-            mask = np.minimum(mask, 10)  # valid CamVid ids
             dirs = ("train", "trainannot") if index < n_train else ("val", "valannot")
             write_pair(root, dirs, f"frame_{index:03d}.png", image, mask)
         return root

@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 __all__ = [
     "BalanceConfig",
     "BuiltinConfig",
+    "ClassShareConfig",
     "Config",
     "ConfigError",
     "DataConfig",
+    "DriftConfig",
     "EvaluateConfig",
     "ModelConfig",
     "PathsConfig",
@@ -71,6 +73,24 @@ class PathsConfig(_Section):
     @property
     def data_docs(self) -> Path:
         return self.validation / "docs"
+
+    @property
+    def accepted(self) -> Path:
+        """The validated manifest: the rows later stages use."""
+        return self.validation / "accepted.csv"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.validation / "quarantine.csv"
+
+    @property
+    def validation_report(self) -> Path:
+        return self.validation / "report.md"
+
+    @property
+    def validation_reference(self) -> Path:
+        """Statistics of the last accepted dataset, kept across runs (a persistent DVC output) for drift."""
+        return self.validation / "reference.json"
 
     @property
     def class_weights(self) -> Path:
@@ -142,9 +162,33 @@ class DataConfig(_Section):
         return self
 
 
+Severity = Literal["error", "warning"]
+
+
+class DriftConfig(_Section):
+    """Thresholds beyond which a change against the last accepted dataset is reported (as a warning)."""
+
+    class_share: float = Field(0.05, ge=0)  # absolute change of a class's train pixel share (0.05 = 5 points)
+    brightness: float = Field(20.0, ge=0)  # change of mean grey level (0-255)
+    size: float = Field(0.10, ge=0)  # relative change of mean width or height
+
+
+class ClassShareConfig(_Section):
+    min: float = Field(0.0, ge=0, le=1)  # smallest train pixel share a class may have (warning below)
+    max: float = Field(1.0, ge=0, le=1)  # largest train pixel share a class may have (warning above)
+
+
 class ValidateConfig(_Section):
+    on_error: Literal["fail", "quarantine"] = "fail"  # stop the pipeline, or set failing files aside
+    channels: Literal["convert", "reject"] = "convert"  # grayscale / RGBA images: convert to RGB (reported), or reject
+    masks_16bit: Literal["convert", "reject"] = "convert"  # 16-bit masks: read as class ids (reported), or reject
     min_image_size: int = Field(16, ge=1)  # smallest accepted width or height, in pixels
-    max_listed: int = Field(20, ge=1)  # failing files printed per check (all of them go to the JSON)
+    near_duplicate_distance: int = Field(8, ge=-1)  # Hamming distance on 256-bit dHash; -1 turns it off
+    required_splits: list[str] = ["train", "val"]  # splits that must keep at least one image
+    class_share: ClassShareConfig = ClassShareConfig()
+    drift: DriftConfig = DriftConfig()
+    severity: dict[str, Severity] = {}  # per-check override, e.g. {near_duplicate: error, classes_in_train: warning}
+    max_listed: int = Field(20, ge=1)  # failing files printed per run (the JSON summary has all of them)
 
 
 class BalanceConfig(_Section):

@@ -92,6 +92,10 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
     paths = PathsConfig()
     written = {
         paths.prepared,
+        paths.accepted,
+        paths.quarantine,
+        paths.validation_report,
+        paths.validation_reference,
         paths.validation_summary,
         paths.data_docs,
         paths.class_weights,

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.conftest import make_config, write_pair
 from visionflow.config import Config
-from visionflow.data.manifest import build_manifest, count_columns, read_manifest, write_manifest
+from visionflow.data.manifest import build_manifest, count_columns, read_manifest, usable, write_manifest
 from visionflow.data.sources import PRESETS, SourceError, collect_samples
 
 
@@ -24,7 +24,8 @@ def test_builtin_source_writes_files_and_manifest(tiny_config: Config) -> None:
     samples, info = collect_samples(tiny_config)
     assert len(samples) == 24 and info.classes[0] == "background" and info.ignore_index == 255
     manifest = build_manifest(samples, info)
-    assert manifest["error"].isna().all()
+    assert usable(manifest).all()
+    assert manifest["dhash"].str.len().eq(64).all() and manifest["bits"].eq(8).all()
     assert (manifest[["width", "height"]] == 64).all().all()
     assert (manifest["channels"] == 3).all()
     assert manifest[count_columns(len(info.classes))].sum(axis=1).eq(64 * 64).all()
@@ -64,14 +65,10 @@ def test_unreadable_and_unmatched_files_become_rows(workdir: Path) -> None:
     samples, info = collect_samples(camvid_config(workdir))
     manifest = build_manifest(samples, info).set_index("id")
     assert len(manifest) == 4, "every file is accounted for"
-    assert pd_isna(manifest.loc["ok", "error"])
-    assert "no matching mask" in manifest.loc["lonely", "error"]
-    assert "no matching image" in manifest.loc["orphan", "error"]
-    assert "does not decode" in manifest.loc["cut", "error"]
-
-
-def pd_isna(value: object) -> bool:
-    return value is None or value != value
+    assert usable(manifest).tolist() == [id_ == "ok" for id_ in manifest.index]
+    assert "no mask" in manifest.loc["lonely", "mask_error"]
+    assert "no image" in manifest.loc["orphan", "image_error"]
+    assert "does not decode" in manifest.loc["cut", "image_error"]
 
 
 def test_manifest_round_trip(tiny_config: Config, workdir: Path) -> None:

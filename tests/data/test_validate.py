@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_config
-from visionflow.config import Config
+from tests.conftest import folder_params, make_config, write_pair
+from visionflow.config import BuiltinConfig, Config
+from visionflow.data import builtin
 from visionflow.stages import prepare, validate
 from visionflow.stages.validate import DataValidationError, ValidateResult
 
 
 def folder_config(root: Path) -> Config:
-    return make_config({"data.source": "folder", "data.root": str(root), "data.preset": "camvid"})
+    return make_config(folder_params(root))
 
 
 def truncate(path: Path) -> None:
@@ -31,9 +32,9 @@ def prepare_and_validate(config: Config) -> ValidateResult:
 
 def test_clean_builtin_data_passes(tiny_config: Config) -> None:
     result = prepare_and_validate(tiny_config)
-    assert result.success and result.inputs == 24 and result.failed_files == 0
+    assert result.success and result.inputs == result.accepted == 24 and result.quarantined == 0
     summary = json.loads(tiny_config.paths.validation_summary.read_text())
-    assert summary["success"] and {c["check"] for c in summary["checks"]} >= {"decodes", "mask_values"}
+    assert summary["success"] and {c["check"] for c in summary["checks"]} >= {"image_decodes", "mask_values"}
     assert (tiny_config.paths.data_docs / "index.html").is_file()
 
 
@@ -47,9 +48,8 @@ def test_truncated_png_and_wrong_size_mask_are_named(workdir: Path, camvid_like:
     assert "frame_001.png" in str(err.value) and "frame_007.png" in str(err.value)
     summary = json.loads(config.paths.validation_summary.read_text())
     by_check = {(f["check"], Path(f["file"]).name) for f in summary["failures"]}
-    assert ("decodes", "frame_001.png") in by_check
-    assert ("mask_width", "frame_007.png") in by_check
-    assert summary["failed_files"] == 2 and summary["inputs"] == 9
+    assert by_check == {("image_decodes", "frame_001.png"), ("mask_width", "frame_007.png")}
+    assert summary["inputs"] == 9 and summary["accepted"] == 7
     assert (config.paths.data_docs / "index.html").is_file(), "Data Docs are written on failure too"
 
 
@@ -65,6 +65,7 @@ def test_out_of_range_mask_value(workdir: Path, camvid_like: Callable[..., Path]
         {
             "file": "cam/train/frame_002.png",
             "check": "mask_values",
+            "severity": "error",
             "value": "invalid_values=42",
             "expected": "mask values are class ids or the ignore index",
         }
@@ -75,20 +76,23 @@ def test_copy_across_splits_is_leakage(workdir: Path, camvid_like: Callable[...,
     root = camvid_like(workdir / "cam", 4, 2)
     shutil.copy(root / "train" / "frame_000.png", root / "val" / "copy.png")
     shutil.copy(root / "trainannot" / "frame_000.png", root / "valannot" / "copy.png")
+    config = folder_config(root)
     with pytest.raises(DataValidationError) as err:
-        prepare_and_validate(folder_config(root))
-    assert "copy.png" in str(err.value) and "frame_000.png" in str(err.value)
+        prepare_and_validate(config)
+    assert "cam/val/copy.png" in str(err.value) and "frame_000.png" not in str(err.value), "the train copy is kept"
+    (failure,) = json.loads(config.paths.validation_summary.read_text())["failures"]
+    assert failure["check"] == "exact_duplicate" and "cam/train/frame_000.png" in failure["value"]
 
 
 def test_same_name_in_two_splits(workdir: Path, camvid_like: Callable[..., Path]) -> None:
     root = camvid_like(workdir / "cam", 4, 2)
-    shutil.copy(root / "val" / "frame_004.png", root / "train" / "frame_005.png")
-    shutil.copy(root / "valannot" / "frame_004.png", root / "trainannot" / "frame_005.png")
+    image, mask = builtin.generate_sample(99, BuiltinConfig(seed=11), has_rare=False)
+    write_pair(root, ("train", "trainannot"), "frame_005.png", image, mask)  # another picture, the same name
     config = folder_config(root)
     with pytest.raises(DataValidationError):
         prepare_and_validate(config)
     checks = {f["check"] for f in json.loads(config.paths.validation_summary.read_text())["failures"]}
-    assert "one_split" in checks
+    assert checks == {"one_split"}
 
 
 def test_missing_mask_and_empty_val(workdir: Path, camvid_like: Callable[..., Path]) -> None:
@@ -100,4 +104,4 @@ def test_missing_mask_and_empty_val(workdir: Path, camvid_like: Callable[..., Pa
     with pytest.raises(DataValidationError, match=r"frame_001\.png"):
         prepare_and_validate(config)
     failures = json.loads(config.paths.validation_summary.read_text())["failures"]
-    assert any(f["check"] == "has_train_and_val" for f in failures), "an empty val split is reported"
+    assert {f["check"] for f in failures} == {"mask_decodes", "splits_not_empty"}, "an empty val split is reported"

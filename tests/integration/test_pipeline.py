@@ -12,6 +12,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.conftest import copy_project, run_tool
+from visionflow.data import builtin
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +127,7 @@ def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path, cam
     broken = data / "train" / "frame_001.png"
     broken.write_bytes(broken.read_bytes()[:100])
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(source="folder", root=str(data), preset="camvid")
+    params["data"].update(source="folder", root=str(data), preset="camvid", classes=list(builtin.CLASSES))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run_tool("python", "pipelines/training.py", cwd=repo, check=False, PREFECT_HOME=str(tmp_path / "prefect"))
     log = result.stdout + result.stderr

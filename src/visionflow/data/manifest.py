@@ -23,11 +23,15 @@ from tqdm import tqdm
 from visionflow.data.sources import DatasetInfo, SampleRef
 
 __all__ = [
+    "ERROR_COLUMNS",
     "build_manifest",
     "count_columns",
+    "dhash",
+    "manifest_columns",
     "read_dataset_info",
     "read_manifest",
     "split_rows",
+    "usable",
     "write_dataset_info",
     "write_manifest",
 ]
@@ -57,91 +61,126 @@ def _decode(path: Path) -> Image.Image:
     return image
 
 
-def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
+_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}  # other modes: 8 bits
+HASH_SIZE = 16  # dHash grid: 16 x 16 = 256 bits, so consecutive video frames stay apart but resized copies match
+
+
+def dhash(image: Image.Image, size: int = HASH_SIZE) -> str:
+    """Difference hash (hex): the sign of horizontal brightness steps on a small grey thumbnail.
+
+    Survives resizing and re-encoding, so near-duplicates have a small Hamming distance.
+    """
+    thumb = np.asarray(image.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS), dtype=np.int16)
+    bits = (thumb[:, 1:] > thumb[:, :-1]).ravel()
+    return np.packbits(bits).tobytes().hex()
+
+
+def _outside(path: Path, root: Path) -> bool:
+    """True when the file's real location (links followed) is not inside the real data root."""
+    return not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+def _describe_image(path: Path) -> dict[str, Any]:
+    image = _decode(path)
+    gray = np.asarray(image.convert("L"), dtype=np.float32)
+    return {
+        "width": image.width,
+        "height": image.height,
+        "channels": len(image.getbands()),
+        "mode": image.mode,
+        "bits": _BITS.get(image.mode, 8),
+        "brightness": round(float(gray.mean()), 3),
+        "dhash": dhash(image),
+    }
+
+
+def _describe_mask(path: Path, info: DatasetInfo) -> dict[str, Any]:
+    mask = _decode(path)
+    row: dict[str, Any] = {
+        "mask_width": mask.width,
+        "mask_height": mask.height,
+        "mask_mode": mask.mode,
+        "mask_bits": _BITS.get(mask.mode, 8),
+    }
+    values = np.asarray(mask)
+    if values.ndim != 2:
+        raise ValueError(f"mask has {values.shape[-1]} channels; expected one channel of class ids")
     num_classes = len(info.classes)
+    counts = np.bincount(values.ravel().astype(np.int64), minlength=max(num_classes, info.ignore_index + 1))
+    row.update(zip(count_columns(num_classes), counts[:num_classes].tolist(), strict=True))
+    invalid = np.flatnonzero(counts)
+    invalid = invalid[(invalid >= num_classes) & (invalid != info.ignore_index)]
+    row["px_ignore"] = int(counts[info.ignore_index])
+    row["px_invalid"] = int(counts[invalid].sum())
+    row["invalid_values"] = " ".join(map(str, invalid[:20].tolist())) + (" ..." if len(invalid) > 20 else "")
+    return row
+
+
+def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
+    """Everything the checks need about one pair; problems go to the error columns, never raise."""
     row: dict[str, Any] = {
         "id": (ref.image or ref.mask).stem,  # type: ignore[union-attr]
         "split": ref.split,
         "image_path": _rel(ref.image),
         "mask_path": _rel(ref.mask),
     }
-    errors: list[str] = []
+    root = Path(info.root)
+    escaping = [p for p in (ref.image, ref.mask) if p is not None and _outside(p, root)]
+    if escaping:  # never read a file outside the data root
+        row["path_error"] = f"outside the data root '{info.root}': {', '.join(_rel(p) for p in escaping)}"
+        return row
     if ref.image is None:
-        errors.append("mask has no matching image")
+        row["image_error"] = "no image for this mask"
     else:
         row["sha256"] = _sha256(ref.image)
         try:
-            image = _decode(ref.image)
-            row.update(width=image.width, height=image.height, channels=len(image.getbands()), mode=image.mode)
-        except Exception as exc:
-            errors.append(f"image does not decode: {exc}")
+            row.update(_describe_image(ref.image))
+        except Exception as exc:  # any decoder failure is a property of the file
+            row["image_error"] = f"image does not decode: {exc or type(exc).__name__}"
     if ref.mask is None:
-        errors.append("image has no matching mask")
+        row["mask_error"] = "no mask for this image"
     else:
         try:
-            mask = _decode(ref.mask)
-            row.update(mask_width=mask.width, mask_height=mask.height, mask_mode=mask.mode)
-            values = np.asarray(mask)
-            if values.ndim != 2:
-                errors.append(f"mask has {values.shape[-1]} channels; expected one channel of class ids")
-            else:
-                counts = np.bincount(values.ravel().astype(np.int64), minlength=num_classes)
-                row.update(zip(count_columns(num_classes), counts[:num_classes].tolist(), strict=True))
-                ignored = int(counts[info.ignore_index]) if info.ignore_index < len(counts) else 0
-                invalid = np.flatnonzero(counts)
-                invalid = invalid[(invalid >= num_classes) & (invalid != info.ignore_index)]
-                row["px_ignore"] = ignored
-                row["px_invalid"] = int(counts[invalid].sum())
-                row["invalid_values"] = " ".join(map(str, invalid.tolist()))
+            row.update(_describe_mask(ref.mask, info))
         except Exception as exc:
-            errors.append(f"mask does not decode: {exc}")
-    row["error"] = "; ".join(errors) or None
+            row["mask_error"] = f"mask does not decode: {exc or type(exc).__name__}"
     return row
+
+
+ERROR_COLUMNS = ("path_error", "image_error", "mask_error")  # filled where a file cannot be used as it is
+_IMAGE_COLUMNS = ["width", "height", "channels", "mode", "bits", "brightness", "sha256", "dhash"]
+_MASK_COLUMNS = ["mask_width", "mask_height", "mask_mode", "mask_bits"]
+_INTEGER_COLUMNS = [
+    "width",
+    "height",
+    "channels",
+    "bits",
+    "mask_width",
+    "mask_height",
+    "mask_bits",
+    "px_ignore",
+    "px_invalid",
+]
+
+
+def manifest_columns(num_classes: int) -> list[str]:
+    counts = [*count_columns(num_classes), "px_ignore", "px_invalid", "invalid_values"]
+    return ["id", "split", "image_path", "mask_path", *_IMAGE_COLUMNS, *_MASK_COLUMNS, *counts, *ERROR_COLUMNS]
 
 
 def build_manifest(samples: list[SampleRef], info: DatasetInfo, workers: int = 4) -> pd.DataFrame:
     """Describe every sample (decoding runs in threads: PIL releases the GIL while it decodes)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(
-            tqdm(
-                pool.map(lambda r: _describe_row(r, info), samples),
-                total=len(samples),
-                desc="manifest",
-                unit="img",
-            )
-        )
-    frame = pd.DataFrame(rows)
-    columns = [
-        "id",
-        "split",
-        "image_path",
-        "mask_path",
-        "width",
-        "height",
-        "channels",
-        "mode",
-        "mask_width",
-        "mask_height",
-        "mask_mode",
-        "sha256",
-        *count_columns(len(info.classes)),
-        "px_ignore",
-        "px_invalid",
-        "invalid_values",
-        "error",
-    ]
-    frame = frame.reindex(columns=columns)
-    integer_columns = [
-        "width",
-        "height",
-        "channels",
-        "mask_width",
-        "mask_height",
-        *count_columns(len(info.classes)),
-        "px_ignore",
-        "px_invalid",
-    ]
-    return frame.astype({c: "Int64" for c in integer_columns})
+        described = pool.map(lambda r: _describe_row(r, info), samples)
+        rows = list(tqdm(described, total=len(samples), desc="manifest", unit="img"))
+    num_classes = len(info.classes)
+    frame = pd.DataFrame(rows).reindex(columns=manifest_columns(num_classes))
+    return frame.astype({c: "Int64" for c in [*_INTEGER_COLUMNS, *count_columns(num_classes)]})
+
+
+def usable(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose files could all be read."""
+    return frame[list(ERROR_COLUMNS)].isna().all(axis=1)
 
 
 def write_manifest(frame: pd.DataFrame, path: Path) -> None:
@@ -149,13 +188,12 @@ def write_manifest(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
+def read_manifest(path: Path, made_by: str = "prepare") -> pd.DataFrame:
     """Read the manifest that prepare wrote; a missing file says which stage makes it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found; run `visionflow prepare` (or `dvc repro prepare`)")
-    return pd.read_csv(
-        path, dtype={"id": str, "invalid_values": str, "error": str, "sha256": str}, keep_default_na=True
-    )
+        raise FileNotFoundError(f"{path}: manifest not found; run `visionflow {made_by}` (or `dvc repro {made_by}`)")
+    text = ("id", "split", "invalid_values", "sha256", "dhash", "mode", "mask_mode", *ERROR_COLUMNS)
+    return pd.read_csv(path, dtype=dict.fromkeys(text, str), keep_default_na=True)
 
 
 def write_dataset_info(info: DatasetInfo, path: Path) -> None:
@@ -177,7 +215,7 @@ def read_dataset_info(path: Path) -> DatasetInfo:
 
 def split_rows(manifest: pd.DataFrame, split: str, source: Path) -> pd.DataFrame:
     """The readable rows of one split; an empty split is an error that names the manifest."""
-    rows = manifest[(manifest["split"] == split) & manifest["error"].isna()]
+    rows = manifest[(manifest["split"] == split) & usable(manifest)]
     if rows.empty:
         raise ValueError(f"{source}: split '{split}' has no readable images")
     return rows.reset_index(drop=True)

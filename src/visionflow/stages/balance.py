@@ -26,8 +26,8 @@ class BalanceResult:
 def run(config: Config) -> BalanceResult:
     paths = config.paths
     info = read_dataset_info(paths.dataset_info)
-    manifest = read_manifest(paths.manifest)
-    train = split_rows(manifest, "train", paths.manifest)
+    manifest = read_manifest(paths.accepted, made_by="validate")
+    train = split_rows(manifest, "train", paths.accepted)
     columns = count_columns(len(info.classes))
     counts = train[columns].to_numpy(dtype="int64")
     labelled = counts.sum(axis=1)

@@ -34,7 +34,7 @@ def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
 def run(config: Config) -> EvaluateResult:
     paths = config.paths
     info = read_dataset_info(paths.dataset_info)
-    rows = split_rows(read_manifest(paths.manifest), "val", paths.manifest)
+    rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)
     model, meta = load_model(paths.weights)
     if list(meta["classes"]) != list(info.classes):  # type: ignore[call-overload]
         raise ValueError(

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 
 from visionflow.config import Config
-from visionflow.data.manifest import build_manifest, write_dataset_info, write_manifest
+from visionflow.data.manifest import build_manifest, usable, write_dataset_info, write_manifest
 from visionflow.data.sources import collect_samples
 
 __all__ = ["PrepareResult", "run"]
@@ -29,7 +29,7 @@ def run(config: Config) -> PrepareResult:
     write_manifest(manifest, config.paths.manifest)
     write_dataset_info(info, config.paths.dataset_info)
     per_split = {str(k): int(v) for k, v in manifest["split"].value_counts(sort=False).items()}
-    unreadable = int(manifest["error"].notna().sum())
+    unreadable = int((~usable(manifest)).sum())
     splits = ", ".join(f"{k} {v}" for k, v in per_split.items())
     print(f"prepare: {len(manifest)} images ({splits}) from {info.source} '{info.root}' -> {config.paths.manifest}")
     if unreadable:

@@ -57,7 +57,7 @@ def run(config: Config) -> RegisterResult:
             f"{paths.metrics}: no val metric '{metric_key}' (register.metric); available: {', '.join(metrics['val'])}"
         )
     model, meta = load_model(paths.weights)
-    row = split_rows(read_manifest(paths.manifest), "val", paths.manifest).iloc[0]
+    row = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted).iloc[0]
     example = normalise(torch.from_numpy(load_rgb(row["image_path"]))[None]).numpy().astype(np.float32)
 
     before = tracking.registry_metric(config, reg.model_name, "champion", reg.metric)

@@ -56,6 +56,8 @@ def _log_data_stages(config: Config) -> None:
     paths = config.paths
     for path, where in (
         (paths.validation_summary, "validation"),
+        (paths.validation_report, "validation"),
+        (paths.quarantine, "validation"),
         (paths.data_docs, "validation/data_docs"),
         (paths.class_weights, "balance"),
         (paths.class_distribution, "balance"),
@@ -65,7 +67,7 @@ def _log_data_stages(config: Config) -> None:
             tracking.log_artifact(path, where)
     if paths.validation_summary.is_file():
         summary = json.loads(paths.validation_summary.read_text(encoding="utf-8"))
-        tracking.log_metrics({"data_inputs": summary["inputs"], "data_failed_files": summary["failed_files"]})
+        tracking.log_metrics({f"data/{k}": summary[k] for k in ("inputs", "accepted", "quarantined")})
 
 
 def run(config: Config) -> TrainResult:
@@ -74,14 +76,14 @@ def run(config: Config) -> TrainResult:
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     info = read_dataset_info(paths.dataset_info)
-    manifest = read_manifest(paths.manifest)
+    manifest = read_manifest(paths.accepted, made_by="validate")
     weights = read_class_weights(config)
     num_classes = len(info.classes)
 
     train_set = SegmentationDataset(
-        split_rows(manifest, "train", paths.manifest), augment=True, seed=config.project.seed
+        split_rows(manifest, "train", paths.accepted), augment=True, seed=config.project.seed
     )
-    val_set = SegmentationDataset(split_rows(manifest, "val", paths.manifest))
+    val_set = SegmentationDataset(split_rows(manifest, "val", paths.accepted))
     loader_seed = torch.Generator().manual_seed(config.project.seed)
     train_loader = DataLoader(
         train_set,

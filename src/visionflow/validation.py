@@ -1,0 +1,175 @@
+"""Data-quality features computed from the manifest. Pure pandas and numpy: the validate stage does the I/O.
+
+Each function adds what one family of checks needs: duplicate groups (exact and near), per-class statistics
+of the train split, and drift against the statistics of the last accepted dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from visionflow.data.manifest import count_columns
+
+__all__ = [
+    "SPLIT_ORDER",
+    "class_table",
+    "dataset_statistics",
+    "drift_table",
+    "hamming",
+    "hash_bytes",
+    "mark_duplicates",
+    "mark_same_names",
+    "row_features",
+]
+
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}  # which copy of a duplicate is kept: the training one
+
+
+def _keep_order(frame: pd.DataFrame) -> pd.Series:
+    """Sort key: train before val before test, then by file, so the kept copy is predictable."""
+    rank = frame["split"].map(SPLIT_ORDER).fillna(len(SPLIT_ORDER)).astype(int)
+    return rank.astype(str).str.zfill(2) + "|" + frame["image_path"].fillna(frame["mask_path"]).fillna("")
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
+
+
+def hash_bytes(hashes: list[str]) -> np.ndarray:
+    """(n, bytes) uint8 array from hex hashes of equal length."""
+    return np.array([np.frombuffer(bytes.fromhex(h), np.uint8) for h in hashes])
+
+
+def hamming(one: np.ndarray, many: np.ndarray) -> np.ndarray:
+    """Hamming distances from one packed hash to each of ``many`` (memory grows with n, not n squared)."""
+    return _POPCOUNT[np.bitwise_xor(many, one)].sum(axis=1)
+
+
+def mark_duplicates(frame: pd.DataFrame, near_distance: int) -> pd.DataFrame:
+    """Add ``duplicate_of`` (same bytes) and ``near_duplicate_of`` / ``near_leak_of`` (similar dHash).
+
+    In each group the first copy in (train, val, test) order is kept and the others point at it. A near
+    duplicate in another split than its original is leakage (``near_leak_of``); one in the same split is
+    only redundant (``near_duplicate_of``). ``near_distance < 0`` turns near-duplicate search off.
+    """
+    out = frame.copy()
+    out["duplicate_of"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    out["near_duplicate_of"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    out["near_leak_of"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    order = out.assign(_key=_keep_order(out)).sort_values("_key").index
+    hashed = out.loc[order].dropna(subset=["sha256"])
+    for _, group in hashed.groupby("sha256", sort=False):
+        if len(group) > 1:
+            out.loc[group.index[1:], "duplicate_of"] = group["image_path"].iloc[0]
+    if near_distance < 0:
+        return out
+    candidates = out.loc[order]
+    candidates = candidates[candidates["dhash"].notna() & out.loc[order, "duplicate_of"].isna()]
+    if len(candidates) < 2:
+        return out
+    packed = hash_bytes(candidates["dhash"].tolist())
+    index, splits, paths = candidates.index.to_numpy(), candidates["split"].to_numpy(), candidates["image_path"]
+    for i in range(1, len(index)):
+        distances = hamming(packed[i], packed[:i])
+        close = np.flatnonzero(distances <= near_distance)
+        if close.size:
+            j = close[0]
+            column = "near_leak_of" if splits[i] != splits[j] else "near_duplicate_of"
+            out.loc[index[i], column] = f"{paths.iloc[j]} (distance {distances[j]})"
+    return out
+
+
+def mark_same_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``same_name_as``: the first file of an image name that appears again in a later split."""
+    out = frame.copy()
+    out["same_name_as"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    ordered = out.assign(_key=_keep_order(out)).sort_values("_key")
+    for _, group in ordered.groupby("id", sort=False):
+        later = group[group["split"] != group["split"].iloc[0]]
+        out.loc[later.index, "same_name_as"] = group["file"].iloc[0]
+    return out
+
+
+def row_features(frame: pd.DataFrame, num_classes: int, near_distance: int) -> pd.DataFrame:
+    """The manifest plus the derived columns the row checks read."""
+    out = mark_duplicates(frame, near_distance)
+    out["file"] = out["image_path"].fillna(out["mask_path"])
+    out = mark_same_names(out)
+    out["min_side"] = out[["width", "height"]].min(axis=1)
+    out["labelled_px"] = out[count_columns(num_classes)].sum(axis=1, min_count=1)
+    return out
+
+
+def class_table(accepted: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """One row per class over the accepted train split: pixels, pixel share, images holding it."""
+    train = accepted[accepted["split"] == "train"]
+    counts = train[count_columns(len(classes))].to_numpy(dtype=np.int64) if len(train) else np.zeros((0, len(classes)))
+    pixels = counts.sum(axis=0)
+    total = pixels.sum()
+    return pd.DataFrame(
+        {
+            "class_id": range(len(classes)),
+            "class": list(classes),
+            "train_pixels": pixels.astype(np.int64),
+            "train_share": pixels / total if total else np.zeros(len(classes)),
+            "train_images": (counts > 0).sum(axis=0).astype(np.int64),
+        }
+    )
+
+
+def dataset_statistics(accepted: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """What drift is measured on: per-class pixel shares, brightness and size distributions."""
+    table = class_table(accepted, classes)
+    return {
+        "images": len(accepted),
+        "class_share": dict(zip(table["class"], table["train_share"].round(6).tolist(), strict=True)),
+        "brightness_mean": round(float(accepted["brightness"].mean()), 3),
+        "brightness_std": round(float(accepted["brightness"].std(ddof=0)), 3),
+        "width_mean": round(float(accepted["width"].mean()), 3),
+        "height_mean": round(float(accepted["height"].mean()), 3),
+    }
+
+
+def drift_table(
+    current: dict[str, Any], reference: dict[str, Any] | None, thresholds: dict[str, float]
+) -> pd.DataFrame:
+    """One row per statistic: current, reference, change and whether it exceeds its threshold.
+
+    Class shares compare absolute share points; brightness compares the mean in grey levels; size compares the
+    relative change of mean width and height.
+    """
+    rows: list[dict[str, Any]] = []
+    if reference is not None:
+        for name, share in current["class_share"].items():
+            before = reference.get("class_share", {}).get(name, 0.0)
+            rows.append(_drift_row(f"class_share:{name}", share, before, share - before, thresholds["class_share"]))
+        delta = current["brightness_mean"] - reference["brightness_mean"]
+        rows.append(
+            _drift_row(
+                "brightness_mean",
+                current["brightness_mean"],
+                reference["brightness_mean"],
+                delta,
+                thresholds["brightness"],
+            )
+        )
+        for side in ("width_mean", "height_mean"):
+            before = reference[side] or 1.0
+            rows.append(
+                _drift_row(side, current[side], reference[side], current[side] / before - 1, thresholds["size"])
+            )
+    columns = ["statistic", "current", "reference", "change", "threshold", "exceeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _drift_row(name: str, current: float, reference: float, change: float, threshold: float) -> dict[str, Any]:
+    return {
+        "statistic": name,
+        "current": round(current, 6),
+        "reference": round(reference, 6),
+        "change": round(change, 6),
+        "threshold": threshold,
+        "exceeds": bool(abs(change) > threshold),
+    }
