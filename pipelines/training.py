@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
+from visionflow.config import load_config
 from visionflow.stages import STAGE_NAMES
 
 __all__ = ["StageFailed", "repro_stage", "training_pipeline"]
@@ -59,11 +61,22 @@ def repro_stage(stage: str, repo: Path = REPO) -> str:
                 if part.strip() and "it/s]" not in part and "batch/s" not in part:
                     tail.append(part)
                     logger.info("%s | %s", stage, part)
+    if stage == "validate":
+        _publish_validation_report(repo)
     if process.returncode != 0:
         errors = [line for line in tail if line.startswith(("error:", "ERROR"))]
         headline = errors[0] if errors else f"exit code {process.returncode}"
         raise StageFailed(f"stage '{stage}' failed: {headline}\n--- last output ---\n" + "\n".join(tail))
     return stage
+
+
+def _publish_validation_report(repo: Path) -> None:
+    """Show validate's markdown summary as a Prefect artifact (on failure too: that is when it matters)."""
+    report = repo / load_config(repo / "params.yaml").paths.validation_report
+    if report.is_file():
+        create_markdown_artifact(
+            markdown=report.read_text(encoding="utf-8"), key="data-validation", description="visionflow data validation"
+        )
 
 
 @flow(name="visionflow-training", log_prints=True)

@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["WEIGHTINGS", "class_frequencies", "class_weights"]
+__all__ = [
+    "WEIGHTINGS",
+    "class_frequencies",
+    "class_weights",
+    "presence",
+    "repeat_factors",
+    "sampled_shares",
+]
 
 
 def _inverse(freq: np.ndarray, counts: np.ndarray, beta: float) -> np.ndarray:
@@ -72,3 +79,27 @@ def class_weights(
     if clip is not None:
         weights = np.minimum(weights, clip)
     return weights
+
+
+def presence(pixel_counts: np.ndarray, min_share: float) -> np.ndarray:
+    """(images, classes) bool: the class covers at least ``min_share`` of the image's labelled pixels."""
+    labelled = pixel_counts.sum(axis=1, keepdims=True).clip(min=1)
+    return (pixel_counts > 0) & (pixel_counts / labelled >= min_share)
+
+
+def repeat_factors(present: np.ndarray, threshold: float) -> np.ndarray:
+    """Repeat-factor sampling (Gupta et al., LVIS 2019): r_i = max over classes c in image i of
+    max(1, sqrt(t / f_c)), with f_c the share of images holding c. Images with no class get 1."""
+    image_share = present.mean(axis=0)
+    with np.errstate(divide="ignore"):
+        per_class = np.where(image_share > 0, np.maximum(1.0, np.sqrt(threshold / image_share)), 1.0)
+    factors = np.where(present, per_class[None, :], 1.0).max(axis=1, initial=1.0)
+    return factors
+
+
+def sampled_shares(pixel_counts: np.ndarray, present: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expected (pixel share, image share) per class when images are drawn with probability proportional to
+    ``factors``: what the sampler will present, next to what is stored."""
+    p = factors / factors.sum()
+    pixels = (pixel_counts * p[:, None]).sum(axis=0)
+    return pixels / max(pixels.sum(), 1e-12), (present * p[:, None]).sum(axis=0)

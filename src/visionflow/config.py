@@ -101,6 +101,14 @@ class PathsConfig(_Section):
         return self.balance / "class_distribution.csv"
 
     @property
+    def class_distribution_plot(self) -> Path:
+        return self.balance / "class_distribution.png"
+
+    @property
+    def sample_weights(self) -> Path:
+        return self.balance / "sample_weights.csv"
+
+    @property
     def weights(self) -> Path:
         return self.model / "model.pt"
 
@@ -192,9 +200,14 @@ class ValidateConfig(_Section):
 
 
 class BalanceConfig(_Section):
-    method: Literal["none", "inverse", "inverse_sqrt", "median_frequency", "effective_number"] = "median_frequency"
-    beta: float = Field(0.9999, gt=0, lt=1)  # effective_number: (1 - beta^n) / (1 - beta)
-    clip: float | None = Field(10.0, gt=0)  # largest weight after normalisation; null keeps all
+    method: Literal["none", "inverse", "inverse_sqrt", "median_frequency", "effective_number"] = (
+        "median_frequency"  # class weights for the loss, from train pixel frequencies
+    )
+    beta: float = Field(0.9999, gt=0, lt=1)  # effective_number: (1 - beta) / (1 - beta^n)
+    clip: float | None = Field(10.0, gt=0)  # largest weight after normalising to mean 1; null keeps all
+    sampler: Literal["none", "repeat_factor"] = "repeat_factor"  # how training draws images
+    repeat_threshold: float = Field(0.5, gt=0, le=1)  # repeat-factor t: r_c = max(1, sqrt(t / f_c))
+    presence_share: float = Field(0.005, ge=0, lt=1)  # a class is in an image when it covers this share of it
 
 
 class ModelConfig(_Section):
@@ -204,15 +217,26 @@ class ModelConfig(_Section):
     weights_path: Path | None = None  # local encoder weights (state dict) loaded after building
 
 
+LossTerm = Literal["ce", "dice", "focal"]
+
+
 class TrainConfig(_Section):
     epochs: int = Field(25, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    dice_weight: float = Field(1.0, ge=0)  # loss = weighted cross-entropy + dice_weight * Dice
+    loss: dict[LossTerm, float] = {"ce": 1.0, "dice": 1.0}  # summed terms and their coefficients
+    focal_gamma: float = Field(2.0, ge=0)  # focal term: (1 - p_t)^gamma
+    input_size: tuple[int, int] | None = None  # (height, width) images are resized to; null keeps their size
     channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
     num_threads: int | None = None  # torch intra-op threads; null keeps torch's choice
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> TrainConfig:
+        if not any(self.loss.values()):
+            raise ValueError("train.loss needs at least one term with a non-zero coefficient (ce, dice, focal)")
+        return self
 
 
 class EvaluateConfig(_Section):

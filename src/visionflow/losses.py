@@ -1,34 +1,75 @@
-"""Segmentation losses: class-weighted cross-entropy plus Dice, both leaving out the ignore index."""
+"""Segmentation losses: a registry of terms (cross-entropy, Dice, focal) summed with coefficients.
+
+Every term takes the class weights and leaves out pixels equal to the ignore index. The math lives in small
+functions; :class:`CombinedLoss` is the module training uses.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
+from torch.nn import functional as F
 
-__all__ = ["WeightedCEDice", "create_loss"]
+__all__ = ["LOSS_TERMS", "CombinedLoss", "create_loss", "focal_loss"]
 
 
-class WeightedCEDice(nn.Module):
-    """``CE(weight=class_weights) + dice_weight * Dice``; pixels equal to ``ignore_index`` count in neither."""
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int, gamma: float
+) -> torch.Tensor:
+    """Class-weighted focal loss (Lin et al. 2017): ``-w_c (1 - p_t)^gamma log p_t``, averaged like weighted CE."""
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    log_pt = logits.log_softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    pixel_weight = weight[safe] if weight is not None else torch.ones_like(log_pt)
+    pixel_weight = pixel_weight * valid
+    loss = -pixel_weight * (1 - log_pt.exp()).pow(gamma) * log_pt
+    return loss.sum() / pixel_weight.sum().clamp_min(1e-12)
 
-    def __init__(self, class_weights: Sequence[float] | None, ignore_index: int, dice_weight: float = 1.0) -> None:
+
+TermFactory = Callable[[torch.Tensor | None, int, float], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+LOSS_TERMS: dict[str, TermFactory] = {
+    "ce": lambda w, ignore, gamma: lambda x, y: F.cross_entropy(x, y, weight=w, ignore_index=ignore),
+    "focal": lambda w, ignore, gamma: lambda x, y: focal_loss(x, y, w, ignore, gamma),
+    "dice": lambda w, ignore, gamma: DiceLoss(
+        mode="multiclass", from_logits=True, ignore_index=ignore, class_weights=None if w is None else w.tolist()
+    ),
+}
+
+
+class CombinedLoss(nn.Module):
+    """``sum(coefficient * term(logits, target))`` over the configured terms, computed in fp32."""
+
+    def __init__(
+        self,
+        terms: Mapping[str, float],
+        class_weights: Sequence[float] | None,
+        ignore_index: int,
+        focal_gamma: float = 2.0,
+    ) -> None:
         super().__init__()
+        unknown = set(terms) - set(LOSS_TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; choose from {', '.join(LOSS_TERMS)}")
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weight)
+        self.coefficients = {name: float(c) for name, c in terms.items() if c}
         self.ignore_index = ignore_index
-        self.dice_weight = dice_weight
-        self.dice = DiceLoss(mode="multiclass", from_logits=True, ignore_index=ignore_index)
+        self.focal_gamma = focal_gamma
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        loss = nn.functional.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
-        if self.dice_weight:
-            loss = loss + self.dice_weight * self.dice(logits, target)
-        return loss
+        total = logits.new_zeros(())
+        for name, coefficient in self.coefficients.items():
+            term = LOSS_TERMS[name](self.class_weights, self.ignore_index, self.focal_gamma)
+            total = total + coefficient * term(logits, target)
+        return total
 
 
-def create_loss(class_weights: Sequence[float] | None, ignore_index: int, dice_weight: float = 1.0) -> nn.Module:
-    return WeightedCEDice(class_weights, ignore_index, dice_weight)
+def create_loss(
+    terms: Mapping[str, float], class_weights: Sequence[float] | None, ignore_index: int, focal_gamma: float = 2.0
+) -> nn.Module:
+    return CombinedLoss(terms, class_weights, ignore_index, focal_gamma)

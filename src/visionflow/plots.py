@@ -11,8 +11,9 @@ matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
-__all__ = ["plot_confusion_matrix"]
+__all__ = ["plot_class_distribution", "plot_confusion_matrix"]
 
 
 def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> None:
@@ -34,6 +35,35 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], pat
                 colour = "white" if normalised[i, j] > 0.5 else "black"
                 ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=8, color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_class_distribution(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Pixel share per class as stored and as the sampler presents it (log scale), with the loss weight."""
+    names = table["class"].tolist()
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.45 * len(names) + 1.5)))
+    ax.barh(y - 0.2, table["pixel_share"], height=0.4, label="stored", color="#9ecae1")
+    ax.barh(y + 0.2, table["sampled_pixel_share"], height=0.4, label="as sampled", color="#3182bd")
+    for i, weight in enumerate(table["weight"]):
+        ax.annotate(
+            f"w={weight:.2f}",
+            (1, i),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of train pixels (log)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -100,6 +100,8 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.data_docs,
         paths.class_weights,
         paths.class_distribution,
+        paths.class_distribution_plot,
+        paths.sample_weights,
         paths.weights,
         paths.checkpoint,
         paths.run_info,

@@ -22,7 +22,7 @@ def test_training_fits_a_small_batch() -> None:
     loader = DataLoader(TensorDataset(images, masks), batch_size=4)
     runtime = Runtime(torch.device("cpu"), channels_last=True)
     model = runtime.prepare(create_segmenter(ModelConfig(encoder="tu-resnet10t"), num_classes=2))
-    loss_fn = create_loss(None, ignore_index=255)
+    loss_fn = create_loss({"ce": 1.0, "dice": 1.0}, None, ignore_index=255)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     before = evaluate(model, loader, loss_fn, 2, 255, runtime)
     for _ in range(40):

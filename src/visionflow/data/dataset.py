@@ -31,12 +31,28 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Items are (uint8 image (H, W, 3), int64 mask (H, W)); normalisation happens per batch on the device."""
 
-    def __init__(self, rows: pd.DataFrame, augment: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, rows: pd.DataFrame, augment: bool = False, seed: int = 0, size: tuple[int, int] | None = None
+    ) -> None:
         self.ids = rows["id"].tolist()
-        self.images = [load_rgb(p) for p in tqdm(rows["image_path"], desc="decode", unit="img", leave=False)]
-        self.masks = [np.array(Image.open(p)) for p in rows["mask_path"]]
+        self.size = size
+        pairs = zip(rows["image_path"], rows["mask_path"], strict=True)
+        decoded = [self._load(i, m) for i, m in tqdm(pairs, total=len(rows), desc="decode", unit="img", leave=False)]
+        self.images = [image for image, _ in decoded]
+        self.masks = [mask for _, mask in decoded]
         self.augment = augment
         self.generator = torch.Generator().manual_seed(seed)
+
+    def _load(self, image_path: str, mask_path: str) -> tuple[np.ndarray, np.ndarray]:
+        """Decode once; resize to ``size`` (height, width) when set: bilinear image, nearest-neighbour mask."""
+        image = load_rgb(image_path)
+        with Image.open(mask_path) as mask_file:
+            mask = np.array(mask_file)
+        if self.size is not None and image.shape[:2] != tuple(self.size):
+            height, width = self.size
+            image = np.array(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+            mask = np.array(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+        return image, mask
 
     def __len__(self) -> int:
         return len(self.images)

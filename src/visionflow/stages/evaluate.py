@@ -43,7 +43,7 @@ def run(config: Config) -> EvaluateResult:
         )
     runtime = Runtime(resolve_device(config.train.device), channels_last=config.train.channels_last)
     model = runtime.prepare(model)
-    loader = DataLoader(SegmentationDataset(rows), batch_size=config.evaluate.batch_size)
+    loader = DataLoader(SegmentationDataset(rows, size=config.train.input_size), batch_size=config.evaluate.batch_size)
     result = evaluate(model, loader, None, len(info.classes), info.ignore_index, runtime)
     metrics = segmentation_metrics(result.confusion, info.classes)
     metrics["images_per_second"] = result.images_per_second

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from visionflow import tracking
@@ -22,7 +22,7 @@ from visionflow.engine import Runtime, evaluate, resolve_device, train_one_epoch
 from visionflow.losses import create_loss
 from visionflow.metrics import segmentation_metrics
 from visionflow.models import create_segmenter, save_model
-from visionflow.stages.balance import read_class_weights
+from visionflow.stages.balance import read_balance, read_sample_weights
 
 __all__ = ["TrainResult", "run", "seed_everything"]
 
@@ -77,26 +77,24 @@ def run(config: Config) -> TrainResult:
         torch.set_num_threads(train_cfg.num_threads)
     info = read_dataset_info(paths.dataset_info)
     manifest = read_manifest(paths.accepted, made_by="validate")
-    weights = read_class_weights(config)
+    balance = read_balance(config)
     num_classes = len(info.classes)
 
-    train_set = SegmentationDataset(
-        split_rows(manifest, "train", paths.accepted), augment=True, seed=config.project.seed
-    )
-    val_set = SegmentationDataset(split_rows(manifest, "val", paths.accepted))
-    loader_seed = torch.Generator().manual_seed(config.project.seed)
+    train_rows = split_rows(manifest, "train", paths.accepted)
+    train_set = SegmentationDataset(train_rows, augment=True, seed=config.project.seed, size=train_cfg.input_size)
+    val_set = SegmentationDataset(split_rows(manifest, "val", paths.accepted), size=train_cfg.input_size)
     train_loader = DataLoader(
         train_set,
         batch_size=train_cfg.batch_size,
-        shuffle=True,
         drop_last=len(train_set) > train_cfg.batch_size,
-        generator=loader_seed,
+        **_sampling(config, balance["sampler"], train_rows),
     )
     val_loader = DataLoader(val_set, batch_size=config.evaluate.batch_size)
 
     runtime = Runtime(resolve_device(train_cfg.device), channels_last=train_cfg.channels_last)
     model = runtime.prepare(create_segmenter(config.model, num_classes))
-    loss_fn = create_loss(weights, info.ignore_index, train_cfg.dice_weight).to(runtime.device)
+    loss_fn = create_loss(train_cfg.loss, balance["weights"], info.ignore_index, train_cfg.focal_gamma)
+    loss_fn = loss_fn.to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -154,6 +152,15 @@ def run(config: Config) -> TrainResult:
         f"-> {paths.weights}"
     )
     return TrainResult(best_epoch, best_miou, train_cfg.epochs, seconds, run_info.run_id)
+
+
+def _sampling(config: Config, sampler: str, rows: pd.DataFrame) -> dict[str, object]:
+    """DataLoader arguments: a seeded shuffle, or a seeded weighted sampler over the repeat factors."""
+    generator = torch.Generator().manual_seed(config.project.seed)
+    if sampler == "none":
+        return {"shuffle": True, "generator": generator}
+    factors = torch.tensor(read_sample_weights(config, rows), dtype=torch.double)
+    return {"sampler": WeightedRandomSampler(factors, num_samples=len(rows), replacement=True, generator=generator)}
 
 
 def _save_checkpoint(
