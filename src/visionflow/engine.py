@@ -24,6 +24,11 @@ class Runtime:
 
     device: torch.device
     channels_last: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (autocast; the loss is still computed in fp32)
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for the forward pass where asked for; a no-op context for fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def images(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC batch -> normalised float NCHW on the device, in the chosen memory layout."""
@@ -65,7 +70,9 @@ def train_one_epoch(
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
     for images, masks in bar:
         x, y = runtime.images(images), masks.to(runtime.device, non_blocking=True)
-        loss = loss_fn(model(x), y)
+        with runtime.autocast():
+            logits = model(x)
+        loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -94,7 +101,8 @@ def evaluate(
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     for images, masks in tqdm(loader, desc="eval", unit="batch", leave=False):
         y = masks.to(runtime.device)
-        logits = model(runtime.images(images))
+        with runtime.autocast():
+            logits = model(runtime.images(images)).float()
         if loss_fn is not None:
             total_loss += loss_fn(logits, y).item() * len(images)
         pred = logits.argmax(dim=1)
@@ -109,4 +117,5 @@ def evaluate(
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     model.eval()
-    return model(runtime.images(images)).float().cpu()
+    with runtime.autocast():
+        return model(runtime.images(images)).float().cpu()

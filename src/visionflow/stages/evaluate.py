@@ -41,7 +41,7 @@ def run(config: Config) -> EvaluateResult:
             f"{paths.weights} was trained on classes {meta['classes']}, the data has {info.classes}; "
             "run `dvc repro` to retrain"
         )
-    runtime = Runtime(resolve_device(config.train.device), channels_last=config.train.channels_last)
+    runtime = Runtime(resolve_device(config.train.device), config.train.channels_last, config.train.precision)
     model = runtime.prepare(model)
     loader = DataLoader(SegmentationDataset(rows, size=config.train.input_size), batch_size=config.evaluate.batch_size)
     result = evaluate(model, loader, None, len(info.classes), info.ignore_index, runtime)

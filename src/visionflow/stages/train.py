@@ -91,7 +91,7 @@ def run(config: Config) -> TrainResult:
     )
     val_loader = DataLoader(val_set, batch_size=config.evaluate.batch_size)
 
-    runtime = Runtime(resolve_device(train_cfg.device), channels_last=train_cfg.channels_last)
+    runtime = Runtime(resolve_device(train_cfg.device), train_cfg.channels_last, train_cfg.precision)
     model = runtime.prepare(create_segmenter(config.model, num_classes))
     loss_fn = create_loss(train_cfg.loss, balance["weights"], info.ignore_index, train_cfg.focal_gamma)
     loss_fn = loss_fn.to(runtime.device)
