@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from a closed network
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionflow.balance import class_frequencies, class_weights
+from visionflow.balance import class_frequencies, class_weights, presence, repeat_factors, sampled_shares
 
 # three images of 100 labelled pixels; class 2 appears only in the last one
 COUNTS = np.array([[90, 10, 0], [80, 20, 0], [50, 30, 20]])
@@ -41,3 +41,26 @@ def test_none_is_uniform_and_unknown_method_lists_choices() -> None:
     assert np.array_equal(class_weights(COUNTS, PIXELS, "none"), np.ones(3))
     with pytest.raises(ValueError, match="median_frequency"):
         class_weights(COUNTS, PIXELS, "magic")
+
+
+def test_presence_needs_the_minimum_share() -> None:
+    counts = np.array([[990, 10, 0], [500, 500, 0]])
+    assert presence(counts, 0.0).tolist() == [[True, True, False], [True, True, False]]
+    assert presence(counts, 0.05).tolist() == [[True, False, False], [True, True, False]]
+
+
+def test_repeat_factors_by_hand() -> None:
+    # class 0 in all 4 images, class 1 in one (f = 0.25), class 2 in none
+    present = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]], dtype=bool)
+    factors = repeat_factors(present, threshold=0.5)
+    assert np.allclose(factors, [np.sqrt(0.5 / 0.25), 1.0, 1.0, 1.0])
+    assert np.allclose(repeat_factors(present, threshold=0.1), 1.0), "no class below t: no repeats"
+
+
+def test_sampled_shares_follow_the_factors() -> None:
+    counts = np.array([[90, 10], [100, 0]])
+    present = counts > 0
+    pixels, images = sampled_shares(counts, present, np.array([1.0, 1.0]))
+    assert np.allclose(pixels, [190 / 200, 10 / 200]) and np.allclose(images, [1.0, 0.5])
+    pixels, images = sampled_shares(counts, present, np.array([3.0, 1.0]))
+    assert np.allclose(images, [1.0, 0.75]) and pixels[1] > 10 / 200

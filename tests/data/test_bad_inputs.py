@@ -57,6 +57,11 @@ def mask_16bit(root: Path) -> str:
     return "train/frame_001.png"
 
 
+def mask_all_ignore(root: Path) -> str:
+    Image.new("L", (64, 64), color=11).save(root / "trainannot" / "frame_001.png")
+    return "train/frame_001.png"
+
+
 def rgba_image(root: Path) -> str:
     path = root / "train" / "frame_001.png"
     Image.open(path).convert("RGBA").save(path)
@@ -114,6 +119,7 @@ CASES: dict[str, tuple[Mutation, str, str, dict[str, str]]] = {
     "mask_value_out_of_range": (mask_out_of_range, "mask_values", "error", {}),
     "mask_16bit_converted": (mask_16bit, "mask_bit_depth", "warning", {}),
     "mask_16bit_rejected": (mask_16bit, "mask_bit_depth", "error", {"validate.masks_16bit": "reject"}),
+    "mask_entirely_ignored": (mask_all_ignore, "mask_labelled", "error", {}),
     "rgba_image_converted": (rgba_image, "rgb", "warning", {}),
     "rgba_image_rejected": (rgba_image, "rgb", "error", {"validate.channels": "reject"}),
     "grayscale_image_converted": (grayscale_image, "rgb", "warning", {}),
@@ -207,3 +213,15 @@ def test_quarantine_that_empties_a_split_still_stops(workdir: Path, camvid_like:
     assert error is not None
     assert summary["quarantined"] == 1 and summary["accepted"] == 4
     assert {f["check"] for f in summary["failures"]} == {"image_decodes", "splits_not_empty"}
+
+
+def test_palette_mask_is_read_as_class_ids(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "data", 6, 3)
+    path = root / "trainannot" / "frame_001.png"
+    values = np.array(Image.open(path))
+    palette = Image.fromarray(values, mode="L").convert("P")
+    palette.putdata(values.ravel().tolist())
+    palette.save(path)
+    assert Image.open(path).mode == "P" and np.array_equal(np.array(Image.open(path)), values)
+    summary, error = run_validation(config_for(root))
+    assert error is None and summary["failures"] == []

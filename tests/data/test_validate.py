@@ -105,3 +105,55 @@ def test_missing_mask_and_empty_val(workdir: Path, camvid_like: Callable[..., Pa
         prepare_and_validate(config)
     failures = json.loads(config.paths.validation_summary.read_text())["failures"]
     assert {f["check"] for f in failures} == {"mask_decodes", "splits_not_empty"}, "an empty val split is reported"
+
+
+def test_drift_against_the_last_accepted_data_is_a_warning_with_numbers(
+    workdir: Path, camvid_like: Callable[..., Path]
+) -> None:
+    root = camvid_like(workdir / "cam", 6, 3)
+    config = folder_config(root)
+    first = prepare_and_validate(config)
+    assert first.reference == "none yet" and config.paths.validation_reference.is_file()
+    for path in (root / "train").iterdir():  # the next delivery is much darker
+        image = np.array(Image.open(path)) // 4
+        Image.fromarray(image).save(path)
+    second = prepare_and_validate(config)
+    assert second.success and second.reference == "9 images"
+    drifted = {d["statistic"]: d for d in second.drift if d["exceeds"]}
+    assert "brightness_mean" in drifted
+    assert drifted["brightness_mean"]["change"] < -20
+    assert "brightness_mean" in config.paths.validation_report.read_text()
+
+
+def test_a_class_missing_from_train_is_named(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 6, 3)
+    config = make_config(folder_params(root, **{"data.classes": [*builtin.CLASSES, "unicorn"]}))
+    with pytest.raises(DataValidationError, match="classes_in_train failed for unicorn"):
+        prepare_and_validate(config)
+
+
+def test_class_share_bounds_warn(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 6, 3)
+    config = make_config(folder_params(root, **{"validate.class_share": {"min": 0.0, "max": 0.5}}))
+    result = prepare_and_validate(config)
+    assert result.success
+    assert [(f.check, f.file, f.severity) for f in result.failures] == [("class_share", "background", "warning")]
+
+
+def test_severity_override_turns_a_warning_into_an_error(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 6, 3)
+    config = make_config(
+        folder_params(
+            root, **{"validate.class_share": {"min": 0.0, "max": 0.5}, "validate.severity": {"class_share": "error"}}
+        )
+    )
+    with pytest.raises(DataValidationError, match="class_share failed for background"):
+        prepare_and_validate(config)
+
+
+def test_unknown_check_in_severity_is_a_clear_error(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 4, 2)
+    config = make_config(folder_params(root, **{"validate.severity": {"no_such_check": "error"}}))
+    prepare.run(config)
+    with pytest.raises(ValueError, match="no_such_check"):
+        validate.run(config)

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests.conftest import folder_params, make_config
 from visionflow.config import Config, ModelConfig
-from visionflow.engine import Runtime, evaluate, train_one_epoch
+from visionflow.engine import Runtime, evaluate, predict_logits, train_one_epoch
 from visionflow.losses import create_loss
 from visionflow.metrics import segmentation_metrics
 from visionflow.models import create_segmenter
@@ -50,3 +54,35 @@ def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:
     assert tiny_config.paths.confusion_matrix.stat().st_size > 1000
     registered = register.run(tiny_config)
     assert registered.alias == "champion" and registered.version == "1"
+
+
+def test_bf16_inference_agrees_with_fp32() -> None:
+    """Reduced precision is an option only where it predicts what fp32 predicts."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 255, (4, 64, 64, 3), dtype=torch.uint8)
+    masks = (images[..., 0] > 127).long()
+    loader = DataLoader(TensorDataset(images, masks), batch_size=4)
+    fp32 = Runtime(torch.device("cpu"), channels_last=True)
+    model = fp32.prepare(create_segmenter(ModelConfig(encoder="tu-resnet10t"), num_classes=2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(20):
+        train_one_epoch(model, loader, create_loss({"ce": 1.0}, None, 255), optimizer, fp32)
+    bf16 = Runtime(torch.device("cpu"), channels_last=True, precision="bf16")
+    reference = predict_logits(model, images, fp32).argmax(1)
+    reduced = predict_logits(model, images, bf16).argmax(1)
+    assert (reference == reduced).float().mean() >= 0.99
+
+
+def test_quarantined_files_never_reach_training(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    """In quarantine mode the pipeline goes on, and only accepted images are trained and evaluated on."""
+    root = camvid_like(workdir / "data", 8, 4)
+    (root / "train" / "frame_003.png").write_bytes(b"")
+    config = make_config(
+        folder_params(root, **{"validate.on_error": "quarantine", "train.epochs": 1, "train.batch_size": 4})
+    )
+    for stage in (prepare, validate, balance):
+        stage.run(config)
+    weights = pd.read_csv(config.paths.sample_weights)
+    assert len(weights) == 7 and "frame_003" not in weights["id"].tolist()
+    train.run(config)
+    assert evaluate_stage.run(config).metrics["miou"] >= 0.0
