@@ -69,6 +69,8 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
         "validation/summary.json",
         "validation/data_docs/index.html",
         "balance/class_weights.json",
+        "balance/class_distribution.png",
+        "validation/report.md",
         "training/history.csv",
         "evaluation/metrics.json",
         "evaluation/confusion_matrix.png",

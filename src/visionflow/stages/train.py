@@ -61,6 +61,8 @@ def _log_data_stages(config: Config) -> None:
         (paths.data_docs, "validation/data_docs"),
         (paths.class_weights, "balance"),
         (paths.class_distribution, "balance"),
+        (paths.class_distribution_plot, "balance"),
+        (paths.sample_weights, "balance"),
         (paths.dataset_info, "data"),
     ):
         if path.exists():

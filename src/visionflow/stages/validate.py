@@ -249,7 +249,10 @@ class _Suites:
         import great_expectations as gx
 
         self.gx = gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
         self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)  # our table is the output
         store = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())}
         site = {
             "class_name": "SiteBuilder",
