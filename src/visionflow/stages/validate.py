@@ -295,9 +295,19 @@ def _failures(check: Check, result: Any, frame: pd.DataFrame, index: str) -> lis
     failures = []
     for entry in entries:
         row = keyed.loc[entry[index]]
-        value = ", ".join(f"{c}={row[c]}" for c in check.value_columns if c in row and pd.notna(row[c]))
+        value = ", ".join(f"{c}={_plain(row[c])}" for c in check.value_columns if c in row and pd.notna(row[c]))
         failures.append(Failure(str(entry[index]), check.name, check.severity, value, check.expected))
     return failures
+
+
+def _plain(value: Any) -> Any:
+    """480 rather than 480.0: counts and sizes read back from mixed columns as floats."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _set_aside(mode: str) -> str:
+    """What failing inputs are called: set aside to go on (quarantine), or the reason to stop (fail)."""
+    return "quarantined" if mode == "quarantine" else "rejected"
 
 
 def _evaluate(
@@ -370,8 +380,8 @@ def markdown_report(summary: ValidateResult, max_listed: int) -> str:
     lines = [
         f"# Data validation {status}",
         "",
-        f"**{summary.inputs} inputs = {summary.accepted} accepted + {summary.quarantined} quarantined** "
-        f"(mode `{summary.mode}`)",
+        f"**{summary.inputs} inputs = {summary.accepted} accepted + {summary.quarantined} "
+        f"{_set_aside(summary.mode)}** (on_error `{summary.mode}`)",
         "",
         "| check | severity | result | failing |",
         "|---|---|---|---:|",
@@ -401,8 +411,8 @@ def markdown_report(summary: ValidateResult, max_listed: int) -> str:
 
 def _print_table(summary: ValidateResult, max_listed: int) -> None:
     print(
-        f"validate: {summary.inputs} inputs = {summary.accepted} accepted + {summary.quarantined} quarantined "
-        f"(on_error: {summary.mode})"
+        f"validate: {summary.inputs} inputs = {summary.accepted} accepted + {summary.quarantined} "
+        f"{_set_aside(summary.mode)} (on_error: {summary.mode})"
     )
     print(f"  {'check':<20} {'severity':<8} {'result':<6} failing")
     for check in summary.checks:
