@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from visionflow.config import Config, ConfigError, load_config
+from visionflow.config import ConfigError, load_config
 from visionflow.stages import STAGES
 
 __all__ = ["app", "main"]
@@ -34,10 +34,10 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _run_stage(name: str, params: Path) -> Any:
-    stage: Callable[[Config], Any] = importlib.import_module(f"visionflow.stages.{name}").run
+def _run_stage(name: str, params: Path, **options: Any) -> Any:
+    stage: Callable[..., Any] = importlib.import_module(f"visionflow.stages.{name}").run
     try:
-        return stage(load_config(params))
+        return stage(load_config(params), **options)
     except _USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"error: {name}: {message}", err=True)
@@ -52,8 +52,23 @@ def _register_stage(name: str, doc: str) -> None:
     app.command(name=name)(command)
 
 
+def train_command(
+    params: ParamsOption = Path("params.yaml"),
+    resume: Annotated[bool, typer.Option("--resume", help="continue the unfinished checkpoint; fail if none")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="ignore any checkpoint and start over")] = False,
+) -> None:
+    """Train the segmentation model; continues an unfinished checkpoint of the same params and data."""
+    if resume and fresh:
+        typer.echo("error: train: --resume and --fresh exclude each other", err=True)
+        raise typer.Exit(code=2)
+    _run_stage("train", params, resume="require" if resume else "never" if fresh else "auto")
+
+
 for _name, _doc in STAGES.items():
-    _register_stage(_name, _doc)
+    if _name == "train":
+        app.command(name="train")(train_command)
+    else:
+        _register_stage(_name, _doc)
 
 
 def main() -> None:

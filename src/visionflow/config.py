@@ -225,6 +225,10 @@ class TrainConfig(_Section):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["onecycle", "cosine"] = "onecycle"  # cosine: linear warmup, then cosine decay to 0
+    warmup_epochs: float = Field(1.0, ge=0)  # cosine schedule only
+    grad_clip: float | None = Field(5.0, gt=0)  # max gradient norm; null: no clipping
+    early_stopping: int | None = Field(None, ge=1)  # stop after this many epochs without a better val mIoU
     loss: dict[LossTerm, float] = {"ce": 1.0, "dice": 1.0}  # summed terms and their coefficients
     focal_gamma: float = Field(2.0, ge=0)  # focal term: (1 - p_t)^gamma
     input_size: tuple[int, int] | None = None  # (height, width) images are resized to; null keeps their size

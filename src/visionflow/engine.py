@@ -63,6 +63,7 @@ def train_one_epoch(
     runtime: Runtime,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     desc: str = "train",
+    grad_clip: float | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean loss and the throughput."""
     model.train()
@@ -75,6 +76,8 @@ def train_one_epoch(
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()

@@ -27,6 +27,7 @@ from visionflow.config import Config
 
 __all__ = [
     "RunInfo",
+    "continue_run",
     "data_hash",
     "git_commit",
     "log_artifact",
@@ -120,6 +121,14 @@ def start_run(config: Config, run_name: str, tags: Mapping[str, str]) -> Iterato
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
         mlflow.log_params({k: "" if v is None else v for k, v in config.flat().items()})
         yield RunInfo(run.info.run_id, experiment_id, tracking_uri(config))
+
+
+@contextmanager
+def continue_run(config: Config, run_id: str) -> Iterator[RunInfo]:
+    """Reopen a run by id (a resumed training keeps logging into the run it started)."""
+    mlflow = _mlflow(config)
+    with mlflow.start_run(run_id=run_id) as run:
+        yield RunInfo(run.info.run_id, str(run.info.experiment_id), tracking_uri(config))
 
 
 @contextmanager

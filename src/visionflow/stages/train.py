@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from visionflow import tracking
+from visionflow.checkpoint import TrainingState, fingerprint, load_checkpoint, restore_rng, save_checkpoint
 from visionflow.config import Config
 from visionflow.data.dataset import SegmentationDataset
 from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
@@ -72,7 +73,40 @@ def _log_data_stages(config: Config) -> None:
         tracking.log_metrics({f"data/{k}": summary[k] for k in ("inputs", "accepted", "quarantined")})
 
 
-def run(config: Config) -> TrainResult:
+@dataclass
+class _Session:
+    """Everything one training needs, built once from the config and the data stages' outputs."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: torch.nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader
+    runtime: Runtime
+    generators: dict[str, torch.Generator]
+    classes: tuple[str, ...]
+    ignore_index: int
+
+
+def _schedule(
+    config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    train_cfg = config.train
+    total = train_cfg.epochs * steps_per_epoch
+    if train_cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train_cfg.lr, total_steps=total, pct_start=0.15)
+    warmup = max(1, round(train_cfg.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _build(config: Config) -> _Session:
     paths, train_cfg = config.paths, config.train
     seed_everything(config.project.seed)
     if train_cfg.num_threads:
@@ -80,80 +114,167 @@ def run(config: Config) -> TrainResult:
     info = read_dataset_info(paths.dataset_info)
     manifest = read_manifest(paths.accepted, made_by="validate")
     balance = read_balance(config)
-    num_classes = len(info.classes)
-
     train_rows = split_rows(manifest, "train", paths.accepted)
     train_set = SegmentationDataset(train_rows, augment=True, seed=config.project.seed, size=train_cfg.input_size)
     val_set = SegmentationDataset(split_rows(manifest, "val", paths.accepted), size=train_cfg.input_size)
+    sampling = _sampling(config, balance["sampler"], train_rows)
     train_loader = DataLoader(
-        train_set,
-        batch_size=train_cfg.batch_size,
-        drop_last=len(train_set) > train_cfg.batch_size,
-        **_sampling(config, balance["sampler"], train_rows),
+        train_set, batch_size=train_cfg.batch_size, drop_last=len(train_set) > train_cfg.batch_size, **sampling
     )
-    val_loader = DataLoader(val_set, batch_size=config.evaluate.batch_size)
-
     runtime = Runtime(resolve_device(train_cfg.device), train_cfg.channels_last, train_cfg.precision)
-    model = runtime.prepare(create_segmenter(config.model, num_classes))
+    model = runtime.prepare(create_segmenter(config.model, len(info.classes)))
     loss_fn = create_loss(train_cfg.loss, balance["weights"], info.ignore_index, train_cfg.focal_gamma)
-    loss_fn = loss_fn.to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+    sampler_generator = (sampling.get("sampler") or train_loader.sampler).generator
+    return _Session(
+        model,
         optimizer,
-        max_lr=train_cfg.lr,
-        epochs=train_cfg.epochs,
-        steps_per_epoch=len(train_loader),
-        pct_start=0.15,
+        _schedule(config, optimizer, len(train_loader)),
+        loss_fn.to(runtime.device),
+        train_loader,
+        DataLoader(val_set, batch_size=config.evaluate.batch_size),
+        runtime,
+        {"sampler": sampler_generator, "augment": train_set.generator},
+        info.classes,
+        info.ignore_index,
     )
 
-    history: list[dict[str, float]] = []
-    best_miou, best_epoch, start = -1.0, 0, time.perf_counter()
-    with tracking.start_run(
-        config, run_name=f"{config.model.arch}-{config.model.encoder}", tags=_lineage_tags(config)
-    ) as run_info:
-        _log_data_stages(config)
-        epochs = tqdm(range(1, train_cfg.epochs + 1), desc="epochs", unit="epoch")
-        for epoch in epochs:
-            fit = train_one_epoch(model, train_loader, loss_fn, optimizer, runtime, scheduler, desc=f"epoch {epoch}")
-            val = evaluate(model, val_loader, loss_fn, num_classes, info.ignore_index, runtime)
-            val_miou = segmentation_metrics(val.confusion, info.classes)["miou"]
-            row = {
-                "epoch": epoch,
-                "train_loss": fit["loss"],
-                "val_loss": val.loss,
-                "val_miou": val_miou,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_images_per_second": fit["images_per_second"],
-            }
-            history.append(row)
-            # "train/..." keeps the curves apart from evaluate's final val_* metrics of the chosen model
-            tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
-            epochs.set_postfix(loss=f"{fit['loss']:.3f}", val_miou=f"{val_miou:.3f}")
-            tqdm.write(
-                f"epoch {epoch:3d}  train_loss {fit['loss']:.4f}  val_loss {val.loss:.4f}  "
-                f"val_miou {val_miou:.4f}  {fit['images_per_second']:.1f} img/s"
+
+def _fingerprint(config: Config) -> str:
+    parts = {
+        "project": config.project.model_dump(),
+        "model": config.model.model_dump(),
+        "train": config.train.model_dump(exclude={"num_threads"}),
+    }
+    return fingerprint(parts, [config.paths.accepted, config.paths.class_weights, config.paths.sample_weights])
+
+
+def _resume_point(config: Config, session: _Session, mode: str) -> TrainingState:
+    """Load the checkpoint when it belongs to these params and data and is unfinished; else a fresh state."""
+    current = _fingerprint(config)
+    saved = None if mode == "never" else load_checkpoint(config.paths.checkpoint)
+    state: TrainingState | None = saved["state"] if saved else None
+    usable = state is not None and state.fingerprint == current and state.epoch < config.train.epochs
+    if not usable:
+        if mode == "require":
+            why = (
+                "no checkpoint"
+                if state is None
+                else (
+                    "it belongs to other params or data" if state.fingerprint != current else "it is already complete"
+                )
             )
-            if val_miou > best_miou:
-                best_miou, best_epoch = val_miou, epoch
+            raise RuntimeError(f"cannot resume from {config.paths.checkpoint}: {why}; run without --resume")
+        return TrainingState(fingerprint=current)
+    session.model.load_state_dict(saved["model"])
+    session.optimizer.load_state_dict(saved["optimizer"])
+    session.scheduler.load_state_dict(saved["scheduler"])
+    restore_rng(saved["rng"], session.generators)
+    print(f"train: resuming after epoch {state.epoch}/{config.train.epochs} from {config.paths.checkpoint}")
+    return state
+
+
+def run(config: Config, resume: str = "auto") -> TrainResult:
+    """Train, resuming from an unfinished checkpoint of the same params and data.
+
+    ``resume``: ``auto`` (continue when possible, as after a killed ``dvc repro``), ``require`` (``--resume``:
+    fail when there is nothing to continue) or ``never`` (``--fresh``).
+    """
+    paths, train_cfg = config.paths, config.train
+    session = _build(config)
+    state = _resume_point(config, session, resume)
+    start = time.perf_counter()
+    if state.run_id:
+        run_context = tracking.continue_run(config, state.run_id)
+    else:
+        run_name = f"{config.model.arch}-{config.model.encoder}"
+        run_context = tracking.start_run(config, run_name=run_name, tags=_lineage_tags(config))
+    with run_context as run_info:
+        if not state.run_id:
+            _log_data_stages(config)
+            state.run_id = run_info.run_id
+        epochs = tqdm(
+            range(state.epoch + 1, train_cfg.epochs + 1),
+            desc="epochs",
+            unit="epoch",
+            initial=state.epoch,
+            total=train_cfg.epochs,
+        )
+        for epoch in epochs:
+            row = _train_epoch(session, epoch, train_cfg.grad_clip)
+            epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_miou=f"{row['val_miou']:.3f}")
+            if _record_epoch(config, session, state, row):
                 save_model(
-                    model,
+                    session.model,
                     paths.weights,
                     config.model,
-                    info.classes,
-                    info.ignore_index,
-                    {"epoch": epoch, "val_miou": val_miou},
+                    session.classes,
+                    session.ignore_index,
+                    {"epoch": epoch, "val_miou": row["val_miou"]},
                 )
-        _save_checkpoint(paths.checkpoint, model, optimizer, scheduler, train_cfg.epochs)
-        pd.DataFrame(history).to_csv(paths.history, index=False)
+            save_checkpoint(
+                paths.checkpoint,
+                model=session.model,
+                optimizer=session.optimizer,
+                scheduler=session.scheduler,
+                state=state,
+                generators=session.generators,
+            )
+            if train_cfg.early_stopping and state.epochs_without_improvement >= train_cfg.early_stopping:
+                tqdm.write(f"train: stopping early, no better val mIoU for {train_cfg.early_stopping} epochs")
+                break
+        pd.DataFrame(state.history).to_csv(paths.history, index=False)
         tracking.log_artifact(paths.history, "training")
-        tracking.log_metrics({"train/best_epoch": best_epoch, "train/best_val_miou": best_miou})
+        tracking.log_metrics({"train/best_epoch": state.best_epoch, "train/best_val_miou": state.best_score})
         tracking.write_run_info(run_info, paths.run_info)
     seconds = time.perf_counter() - start
     print(
-        f"train: best val mIoU {best_miou:.4f} at epoch {best_epoch}/{train_cfg.epochs} in {seconds:.0f}s "
-        f"-> {paths.weights}"
+        f"train: best val mIoU {state.best_score:.4f} at epoch {state.best_epoch}/{train_cfg.epochs} "
+        f"({seconds:.0f}s this session) -> {paths.weights}"
     )
-    return TrainResult(best_epoch, best_miou, train_cfg.epochs, seconds, run_info.run_id)
+    return TrainResult(state.best_epoch, state.best_score, state.epoch, seconds, state.run_id)
+
+
+def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict[str, float]:
+    fit = train_one_epoch(
+        session.model,
+        session.train_loader,
+        session.loss_fn,
+        session.optimizer,
+        session.runtime,
+        session.scheduler,
+        desc=f"epoch {epoch}",
+        grad_clip=grad_clip,
+    )
+    val = evaluate(
+        session.model, session.val_loader, session.loss_fn, len(session.classes), session.ignore_index, session.runtime
+    )
+    val_miou = segmentation_metrics(val.confusion, session.classes)["miou"]
+    return {
+        "epoch": epoch,
+        "train_loss": fit["loss"],
+        "val_loss": val.loss,
+        "val_miou": val_miou,
+        "lr": session.optimizer.param_groups[0]["lr"],
+        "train_images_per_second": fit["images_per_second"],
+    }
+
+
+def _record_epoch(config: Config, session: _Session, state: TrainingState, row: dict[str, float]) -> bool:
+    """Log the epoch, update the state; True when this epoch is the best so far."""
+    state.epoch = int(row["epoch"])
+    state.history.append(row)
+    # "train/..." keeps the curves apart from evaluate's final val_* metrics of the chosen model
+    tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=state.epoch)
+    tqdm.write(
+        f"epoch {state.epoch:3d}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+        f"val_miou {row['val_miou']:.4f}  {row['train_images_per_second']:.1f} img/s"
+    )
+    if row["val_miou"] > state.best_score:
+        state.best_score, state.best_epoch, state.epochs_without_improvement = row["val_miou"], state.epoch, 0
+        return True
+    state.epochs_without_improvement += 1
+    return False
 
 
 def _sampling(config: Config, sampler: str, rows: pd.DataFrame) -> dict[str, object]:
@@ -163,23 +284,3 @@ def _sampling(config: Config, sampler: str, rows: pd.DataFrame) -> dict[str, obj
         return {"shuffle": True, "generator": generator}
     factors = torch.tensor(read_sample_weights(config, rows), dtype=torch.double)
     return {"sampler": WeightedRandomSampler(factors, num_samples=len(rows), replacement=True, generator=generator)}
-
-
-def _save_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    epoch: int,
-) -> None:
-    """The full training state after ``epoch`` (tensors and plain values: loads with weights_only=True)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-        },
-        path,
-    )
