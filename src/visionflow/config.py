@@ -137,6 +137,19 @@ class PathsConfig(_Section):
         return self.evaluation / "confusion_matrix.png"
 
     @property
+    def per_image(self) -> Path:
+        """One row per val image (id, mIoU, pixel accuracy): for paired comparisons between models."""
+        return self.evaluation / "per_image.csv"
+
+    @property
+    def overlays_best(self) -> Path:
+        return self.evaluation / "overlays_best.png"
+
+    @property
+    def overlays_worst(self) -> Path:
+        return self.evaluation / "overlays_worst.png"
+
+    @property
     def registration(self) -> Path:
         return self.registry / "registration.json"
 
@@ -246,6 +259,7 @@ class TrainConfig(_Section):
 
 class EvaluateConfig(_Section):
     batch_size: int = Field(32, ge=1)
+    overlays: int = Field(4, ge=0)  # images shown in each of the best and the worst overlay panels
 
 
 class RegisterConfig(_Section):

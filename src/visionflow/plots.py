@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_class_distribution", "plot_confusion_matrix"]
+__all__ = ["class_palette", "error_map", "plot_class_distribution", "plot_confusion_matrix", "plot_overlays"]
 
 
 def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> None:
@@ -67,4 +67,67 @@ def plot_class_distribution(table: pd.DataFrame, path: Path, title: str) -> None
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def class_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 colours: class 0 dark grey, the others from tab20 without the greens, reds, blues
+    and olives that the error map uses, so a class is never mistaken for an error colour."""
+    tab20 = (plt.get_cmap("tab20")(np.arange(20))[:, :3] * 255).astype(np.uint8)
+    usable = tab20[[2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 18, 19]]
+    others = usable[np.arange(max(num_classes - 1, 0)) % len(usable)]
+    return np.vstack([np.array([[60, 60, 60]], np.uint8), others])[:num_classes]
+
+
+ERROR_COLOURS = {  # error map legend: what each pixel colour means
+    "correct": (46, 160, 67),
+    "false positive (class where truth is background)": (220, 50, 47),
+    "false negative (background where truth is a class)": (38, 139, 210),
+    "wrong class": (255, 220, 0),
+    "ignored": (128, 128, 128),
+}
+
+
+def error_map(pred: np.ndarray, truth: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Per-pixel TP / FP / FN / confusion colours; class 0 is taken as background."""
+    colours = list(ERROR_COLOURS.values())
+    out = np.empty((*truth.shape, 3), np.uint8)
+    out[pred == truth] = colours[0]
+    out[(pred != truth) & (truth == 0)] = colours[1]
+    out[(pred != truth) & (pred == 0) & (truth != 0)] = colours[2]
+    out[(pred != truth) & (pred != 0) & (truth != 0)] = colours[3]
+    out[truth == ignore_index] = colours[4]
+    return out
+
+
+def plot_overlays(
+    samples: list[tuple[str, float, np.ndarray, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    ignore_index: int,
+    path: Path,
+    title: str,
+) -> None:
+    """One row per (id, score, image, truth, prediction): image, truth, prediction and the error map."""
+    palette = class_palette(len(class_names))
+
+    def colour(mask: np.ndarray) -> np.ndarray:
+        shown = palette[np.clip(mask, 0, len(class_names) - 1)]
+        shown[mask == ignore_index] = 0
+        return shown
+
+    rows = max(1, len(samples))
+    fig, axes = plt.subplots(rows, 4, figsize=(12, 3 * rows + 0.8), squeeze=False)
+    for row, (name, score, image, truth, pred) in zip(axes, samples, strict=False):
+        panels = (image, colour(truth), colour(pred), error_map(pred, truth, ignore_index))
+        for ax, panel, label in zip(row, panels, ("image", "truth", "prediction", "errors"), strict=True):
+            ax.imshow(panel)
+            ax.set_title(f"{name}  mIoU {score:.3f}" if label == "image" else label, fontsize=9)
+            ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c) / 255) for c in ERROR_COLOURS.values()]
+    handles += [plt.Rectangle((0, 0), 1, 1, color=palette[i] / 255) for i in range(len(class_names))]
+    fig.legend(handles, [*ERROR_COLOURS, *class_names], loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
     plt.close(fig)

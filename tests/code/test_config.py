@@ -109,6 +109,9 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.metrics,
         paths.per_class,
         paths.confusion_matrix,
+        paths.per_image,
+        paths.overlays_best,
+        paths.overlays_worst,
         paths.registration,
     }
     assert {Path(p) for p in _dvc_paths()} == written

@@ -52,6 +52,9 @@ def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:
     report = json.loads(tiny_config.paths.metrics.read_text())
     assert abs(report["val"]["miou"] - result.metrics["miou"]) < 1e-6
     assert tiny_config.paths.confusion_matrix.stat().st_size > 1000
+    per_image = pd.read_csv(tiny_config.paths.per_image)
+    assert len(per_image) == report["images"] and per_image["miou"].between(0, 1).all()
+    assert tiny_config.paths.overlays_best.is_file() and tiny_config.paths.overlays_worst.is_file()
     registered = register.run(tiny_config)
     assert registered.alias == "champion" and registered.version == "1"
 
