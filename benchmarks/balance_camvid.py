@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--loss", default="ce", help="loss terms joined by '+', e.g. ce or ce+dice")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args()
 

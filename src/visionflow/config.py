@@ -246,7 +246,7 @@ class TrainConfig(_Section):
     focal_gamma: float = Field(2.0, ge=0)  # focal term: (1 - p_t)^gamma
     input_size: tuple[int, int] | None = None  # (height, width) images are resized to; null keeps their size
     channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward passes (about 3x faster on AMX CPUs)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the hardware has it
     num_threads: int | None = None  # torch intra-op threads; null keeps torch's choice
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -89,3 +90,14 @@ def test_quarantined_files_never_reach_training(workdir: Path, camvid_like: Call
     assert len(weights) == 7 and "frame_003" not in weights["id"].tolist()
     train.run(config)
     assert evaluate_stage.run(config).metrics["miou"] >= 0.0
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    from visionflow import engine
+
+    cpu = torch.device("cpu")
+    assert engine.resolve_precision("fp32", cpu) == "fp32" and engine.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    assert engine.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    assert engine.resolve_precision("auto", cpu) == "fp32"

@@ -14,7 +14,7 @@ from visionflow import tracking
 from visionflow.config import Config
 from visionflow.data.dataset import SegmentationDataset
 from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
-from visionflow.engine import Runtime, evaluate, resolve_device
+from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision
 from visionflow.metrics import absent_classes, per_image_scores, segmentation_metrics
 from visionflow.models import load_model
 from visionflow.plots import plot_confusion_matrix, plot_overlays
@@ -65,7 +65,8 @@ def run(config: Config) -> EvaluateResult:
             f"{paths.weights} was trained on classes {meta['classes']}, the data has {info.classes}; "
             "run `dvc repro` to retrain"
         )
-    runtime = Runtime(resolve_device(config.train.device), config.train.channels_last, config.train.precision)
+    device = resolve_device(config.train.device)
+    runtime = Runtime(device, config.train.channels_last, resolve_precision(config.train.precision, device))
     model = runtime.prepare(model)
     dataset = SegmentationDataset(rows, size=config.train.input_size)
     loader = DataLoader(dataset, batch_size=config.evaluate.batch_size)

@@ -19,7 +19,7 @@ from visionflow.checkpoint import TrainingState, fingerprint, load_checkpoint, r
 from visionflow.config import Config
 from visionflow.data.dataset import SegmentationDataset
 from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
-from visionflow.engine import Runtime, evaluate, resolve_device, train_one_epoch
+from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision, train_one_epoch
 from visionflow.losses import create_loss
 from visionflow.metrics import segmentation_metrics
 from visionflow.models import create_segmenter, save_model
@@ -49,6 +49,7 @@ def _lineage_tags(config: Config) -> dict[str, str]:
         "data_hash": tracking.data_hash(config),
         "data_source": config.data.source,
         "visionflow.stage": "train",
+        "precision": resolve_precision(config.train.precision, resolve_device(config.train.device)),
     }
 
 
@@ -121,7 +122,8 @@ def _build(config: Config) -> _Session:
     train_loader = DataLoader(
         train_set, batch_size=train_cfg.batch_size, drop_last=len(train_set) > train_cfg.batch_size, **sampling
     )
-    runtime = Runtime(resolve_device(train_cfg.device), train_cfg.channels_last, train_cfg.precision)
+    device = resolve_device(train_cfg.device)
+    runtime = Runtime(device, train_cfg.channels_last, resolve_precision(train_cfg.precision, device))
     model = runtime.prepare(create_segmenter(config.model, len(info.classes)))
     loss_fn = create_loss(train_cfg.loss, balance["weights"], info.ignore_index, train_cfg.focal_gamma)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
