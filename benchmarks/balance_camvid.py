@@ -17,14 +17,12 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from _camvid import REPO, add_camvid_arguments, camvid_found, camvid_overrides, per_class_iou, settings, write_json
 
-from visionflow.config import Config, load_config  # noqa: E402
-from visionflow.stages import balance, evaluate, prepare, train, validate  # noqa: E402
+from visionflow.config import Config, load_config
+from visionflow.stages import balance, evaluate, prepare, train, validate
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "unbalanced": {"balance.method": "none", "balance.sampler": "none"},
@@ -34,28 +32,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--camvid", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--input-size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--loss", default="ce", help="loss terms joined by '+', e.g. ce or ce+dice")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    add_camvid_arguments(parser)
     return parser.parse_args()
 
 
 def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "data.source": "folder",
-        "data.root": str(args.camvid.resolve()),
-        "data.preset": "camvid",
-        "model.encoder": args.encoder,
+    return camvid_overrides(args) | {
         "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size,
-        "train.lr": args.lr,
-        "train.input_size": list(args.input_size),
         "train.precision": args.precision,
         "train.loss": dict.fromkeys(args.loss.split("+"), 1.0),
     }
@@ -79,8 +65,7 @@ def rarest(config: Config, count: int = 4) -> list[str]:
 
 def main() -> int:
     args = parse_args()
-    if not (args.camvid / "train").is_dir():
-        print(f"CamVid not found at {args.camvid}; pass --camvid", file=sys.stderr)
+    if not camvid_found(args):
         return 2
     overrides = base_overrides(args)
     with tempfile.TemporaryDirectory(prefix="vf-balance-") as workdir:
@@ -93,7 +78,7 @@ def main() -> int:
         results = {name: train_variant(name, overrides) for name in VARIANTS}
         rare = rarest(config)
     report = {
-        "settings": {k: v for k, v in vars(args).items() if k != "json"} | {"camvid": str(args.camvid)},
+        "settings": settings(args),
         "validation": {"images": summary.inputs, "accepted": summary.accepted, "seconds": round(validation_seconds, 1)},
         "rarest_classes": rare,
         "variants": {},
@@ -105,13 +90,12 @@ def main() -> int:
             "rare_iou": rare_iou,
             "rare_mean_iou": round(sum(rare_iou.values()) / len(rare_iou), 4),
             "miou": round(m["miou"], 4),
-            "per_class_iou": {k.removeprefix("iou_"): round(v, 4) for k, v in m.items() if k.startswith("iou_")},
+            "per_class_iou": per_class_iou(m),
             "train_seconds": result["train_seconds"],
             "best_epoch": result["best_epoch"],
         }
     print_table(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     return 0
 
 

@@ -12,35 +12,26 @@ budget (so the learning-rate schedule completes), and evaluates on val. Device a
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _camvid import REPO, add_camvid_arguments, camvid_found, camvid_overrides, per_class_iou, settings, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from visionflow.config import load_config  # noqa: E402
-from visionflow.stages import balance, evaluate, prepare, train, validate  # noqa: E402
+from visionflow.config import load_config
+from visionflow.stages import balance, evaluate, prepare, train, validate
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--camvid", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     parser.add_argument("--budget-minutes", type=float, default=40.0, help="wall-clock budget for training")
-    parser.add_argument("--input-size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--arch", default="Unet")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params overrides (YAML values)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    add_camvid_arguments(parser)
     return parser.parse_args()
 
 
@@ -48,24 +39,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
     extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    return {
-        "data.source": "folder",
-        "data.root": str(args.camvid.resolve()),
-        "data.preset": "camvid",
-        "model.arch": args.arch,
-        "model.encoder": args.encoder,
-        "train.batch_size": args.batch_size,
-        "train.lr": args.lr,
-        "train.input_size": list(args.input_size),
-        "tracking.experiment": "camvid-benchmark",
-        **extra,
-    }
+    return camvid_overrides(args) | {"model.arch": args.arch, "tracking.experiment": "camvid-benchmark"} | extra
 
 
 def main() -> int:
     args = parse_args()
-    if not (args.camvid / "train").is_dir():
-        print(f"CamVid not found at {args.camvid}; pass --camvid", file=sys.stderr)
+    if not camvid_found(args):
         return 2
     with tempfile.TemporaryDirectory(prefix="vf-camvid-") as workdir:
         os.chdir(workdir)
@@ -85,7 +64,7 @@ def main() -> int:
         metrics = evaluate.run(config).metrics
         history = pd.read_csv(config.paths.history)
     report = {
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
+        "settings": settings(args),
         "epochs": epochs,
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(trained.seconds, 1),
@@ -93,12 +72,11 @@ def main() -> int:
         "eval_images_per_second": round(metrics["images_per_second"], 2),
         "val_miou": round(metrics["miou"], 4),
         "best_epoch": trained.best_epoch,
-        "per_class_iou": {k.removeprefix("iou_"): round(v, 4) for k, v in metrics.items() if k.startswith("iou_")},
+        "per_class_iou": per_class_iou(metrics),
         "curve": history[["epoch", "train_loss", "val_loss", "val_miou"]].round(4).to_dict(orient="records"),
     }
     print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     return 0
 
 
