@@ -4,6 +4,7 @@
     python3 dev.py repro   # create .venv if needed, install, run `dvc repro` (the whole pipeline)
     python3 dev.py test    # create .venv if needed, install, run the test suite
     python3 dev.py flow    # run the pipeline as a Prefect flow (ephemeral Prefect API)
+    python3 dev.py exp examples/digits.yaml   # `dvc exp run -S key=value ...` with a file of overrides
     python3 dev.py lint    # ruff
 
 Extra arguments go to the underlying tool: `python3 dev.py test -m "not slow"`, `python3 dev.py repro train`.
@@ -53,8 +54,20 @@ def run(*command: str) -> int:
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
+def overrides(path: Path) -> list[str]:
+    """``-S key=value`` for each dotted key of a YAML file (values in flow style, as DVC parses them)."""
+    import yaml  # from .venv: main() re-runs dev.py with that interpreter for this job
+
+    settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    flags = []
+    for key, value in settings.items():
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+        flags += ["-S", f"{key}={text}"]
+    return flags
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"repro", "test", "flow", "lint", "setup"}:
+    if not argv or argv[0] not in {"repro", "test", "flow", "lint", "setup", "exp"} or argv == ["exp"]:
         print(__doc__)
         return 2
     job, extra = argv[0], argv[1:]
@@ -63,6 +76,10 @@ def main(argv: list[str]) -> int:
         return run(str(BIN / "dvc"), "repro", *extra)
     if job == "test":
         return run(str(BIN / "python"), "-m", "pytest", *extra)
+    if job == "exp":
+        if Path(sys.executable).parent != BIN:  # read the YAML with the environment's PyYAML
+            return run(str(BIN / "python"), str(ROOT / "dev.py"), *argv)
+        return run(str(BIN / "dvc"), "exp", "run", *overrides(Path(extra[0])), *extra[1:])
     if job == "flow":
         return run(str(BIN / "python"), "pipelines/training.py", *extra)
     if job == "lint":

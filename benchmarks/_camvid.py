@@ -38,7 +38,7 @@ def camvid_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "model.encoder": args.encoder,
         "train.batch_size": args.batch_size,
         "train.lr": args.lr,
-        "train.input_size": list(args.input_size),
+        "train.input.size": list(args.input_size),
     }
 
 

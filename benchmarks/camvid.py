@@ -39,7 +39,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
     extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    return camvid_overrides(args) | {"model.arch": args.arch, "tracking.experiment": "camvid-benchmark"} | extra
+    fixed = {"model.arch": args.arch, "tracking.experiment": "camvid-benchmark", "train.augment.scale": [0.8, 1.25]}
+    return camvid_overrides(args) | fixed | extra
 
 
 def main() -> int:

@@ -60,18 +60,21 @@ def class_weights(
     method: str,
     beta: float = 0.9999,
     clip: float | None = None,
+    per_image: bool = False,
 ) -> np.ndarray:
     """Weights normalised to mean 1 over the classes that occur; absent classes get 0 (they cannot be learned).
 
     ``clip`` caps a weight after normalisation, so one nearly absent class cannot dominate the loss.
+    ``per_image`` (classification: one count per image) takes a class's frequency as its share of all images
+    instead of Eigen & Fergus's pixels-of-the-images-that-hold-it, which would be 1 for every class.
     """
     num_classes = pixel_counts.shape[1]
     if method == "none":
         return np.ones(num_classes)
     if method not in WEIGHTINGS:
         raise ValueError(f"unknown balance.method '{method}'; choose one of none, {', '.join(WEIGHTINGS)}")
-    freq = class_frequencies(pixel_counts, image_pixels)
     counts = pixel_counts.sum(axis=0).astype(np.float64)
+    freq = counts / max(counts.sum(), 1) if per_image else class_frequencies(pixel_counts, image_pixels)
     present = counts > 0
     weights = np.zeros(num_classes)
     weights[present] = WEIGHTINGS[method](freq[present], counts[present], beta)

@@ -1,8 +1,9 @@
 """Training checkpoints that a killed run resumes from, bit for bit.
 
-A checkpoint holds everything the next epoch depends on: weights, optimiser and scheduler state, every random
-number generator (python, numpy, torch, the sampler's and the augmentation's), the epoch, the best score so far,
-the history and the MLflow run id. It is written atomically after each epoch and holds only tensors and plain
+A checkpoint holds everything the next epoch depends on: weights, optimiser and scheduler state, the global
+random number generators (python, numpy, torch: dropout and anything else that draws from them), the epoch (the
+sampler and the augmentation reseed from it, see ``EpochSampler``), the best score so far, the history and the
+MLflow run id. It is written atomically after each epoch and holds only tensors and plain
 values, so ``torch.load(..., weights_only=True)`` reads it. A fingerprint of what the training depends on says
 whether a checkpoint belongs to the current params and data.
 """

@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Reproducible segmentation pipelines: DVC stages, MLflow tracking, Prefect flows.",
+    help="Reproducible segmentation and classification pipelines: DVC stages, MLflow tracking, Prefect flows.",
 )
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read")]
@@ -57,7 +57,10 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="continue the unfinished checkpoint; fail if none")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="ignore any checkpoint and start over")] = False,
 ) -> None:
-    """Train the segmentation model; continues an unfinished checkpoint of the same params and data."""
+    """Train the model; continues an unfinished checkpoint of the same params and data.
+
+    Under `torchrun --nproc_per_node N -m visionflow.cli train` it trains with DDP; rank 0 logs and saves.
+    """
     if resume and fresh:
         typer.echo("error: train: --resume and --fresh exclude each other", err=True)
         raise typer.Exit(code=2)

@@ -13,14 +13,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "AugmentConfig",
     "BalanceConfig",
     "BuiltinConfig",
     "ClassShareConfig",
     "Config",
     "ConfigError",
+    "CsvConfig",
     "DataConfig",
+    "DigitsConfig",
     "DriftConfig",
     "EvaluateConfig",
+    "InputConfig",
     "ModelConfig",
     "PathsConfig",
     "ProjectConfig",
@@ -44,7 +48,7 @@ class _Section(BaseModel):
 
 
 class ProjectConfig(_Section):
-    task: Literal["segmentation"] = "segmentation"  # what the pipeline trains
+    task: Literal["segmentation", "classification"] = "segmentation"  # what the pipeline trains
     seed: int = 42  # seeds python, numpy and torch in every stage
 
 
@@ -57,6 +61,7 @@ class PathsConfig(_Section):
     model: Path = Path("data/model")  # trained weights, checkpoint, training history
     evaluation: Path = Path("data/evaluation")  # metrics and plots on the val split
     registry: Path = Path("data/registry")  # what register did (name, version, alias)
+    cache: Path = Path("data/cache")  # decoded images as memory-mapped uint8 arrays (not a DVC output)
 
     @property
     def manifest(self) -> Path:
@@ -137,6 +142,11 @@ class PathsConfig(_Section):
         return self.evaluation / "confusion_matrix.png"
 
     @property
+    def predictions(self) -> Path:
+        """Classification: one row per val image (actual, predicted) for `dvc plots`' confusion template."""
+        return self.evaluation / "predictions.csv"
+
+    @property
     def per_image(self) -> Path:
         """One row per val image (id, mIoU, pixel accuracy): for paired comparisons between models."""
         return self.evaluation / "per_image.csv"
@@ -166,8 +176,24 @@ class BuiltinConfig(_Section):
     seed: int = 0  # the generator's own seed: same seed, same bytes
 
 
+class DigitsConfig(_Section):
+    image_size: int = Field(32, ge=16)  # scikit-learn's 8x8 digits are upscaled to this side
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # share of each digit in the val split
+    seed: int = 0  # which images go to val
+
+
+class CsvConfig(_Section):
+    """A table of images and labels: one row per image, paths relative to data.root."""
+
+    file: str = "labels.csv"  # relative to data.root
+    image: str = "image"  # column of image paths
+    label: str = "label"  # column of class names
+    split: str = "split"  # column of split names (train, val, ...)
+
+
 class DataConfig(_Section):
-    source: Literal["builtin", "folder"] = "builtin"  # where images come from
+    # segmentation: builtin | folder; classification: digits | imagefolder | csv
+    source: Literal["builtin", "folder", "digits", "imagefolder", "csv"] = "builtin"
     # What prepare reads and DVC hashes: the dataset folder for `folder`, the generator module for `builtin`.
     root: Path = Path("src/visionflow/data/builtin.py")
     preset: Literal["camvid"] | None = None  # folder layout and classes of a known dataset
@@ -175,6 +201,8 @@ class DataConfig(_Section):
     classes: list[str] | None = None  # class names by id; null takes the source's or preset's
     ignore_index: int | None = None  # mask value left out of loss and metrics; null takes the default
     builtin: BuiltinConfig = BuiltinConfig()
+    digits: DigitsConfig = DigitsConfig()
+    csv: CsvConfig = CsvConfig()
 
     @model_validator(mode="after")
     def _folder_needs_layout(self) -> DataConfig:
@@ -224,10 +252,27 @@ class BalanceConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: str = "Unet"  # any smp architecture name
-    encoder: str = "resnet18"  # smp encoder name or tu-<timm model>
+    arch: str = "Unet"  # segmentation: any smp architecture; classification: any timm model name
+    encoder: str = "resnet18"  # segmentation: smp encoder name or tu-<timm model>
     encoder_weights: str | None = None  # e.g. imagenet where a model hub is reachable
-    weights_path: Path | None = None  # local encoder weights (state dict) loaded after building
+    weights_path: Path | None = None  # local state dict loaded after building (no hub needed)
+    weights_scope: Literal["encoder", "model"] = "encoder"  # encoder/backbone only, or the whole model
+
+
+class InputConfig(_Section):
+    """How images reach the model's input size."""
+
+    size: tuple[int, int] | None = None  # (height, width), multiples of 32; null: the image's own size
+    policy: Literal["resize", "pad", "crop"] = "resize"  # crop: random in training (evaluation never crops)
+
+
+class AugmentConfig(_Section):
+    """Train-time augmentation: geometry applies to image and mask alike, colour to the image only."""
+
+    hflip: float = Field(0.5, ge=0, le=1)  # probability of a left-right flip
+    vflip: float = Field(0.0, ge=0, le=1)  # probability of an up-down flip
+    scale: tuple[float, float] | None = None  # random rescale range (e.g. [0.75, 1.5]), cropped/padded back
+    color_jitter: float = Field(0.0, ge=0, lt=1)  # max relative change of brightness, contrast, saturation
 
 
 LossTerm = Literal["ce", "dice", "focal"]
@@ -244,7 +289,8 @@ class TrainConfig(_Section):
     early_stopping: int | None = Field(None, ge=1)  # stop after this many epochs without a better val mIoU
     loss: dict[LossTerm, float] = {"ce": 1.0, "dice": 1.0}  # summed terms and their coefficients
     focal_gamma: float = Field(2.0, ge=0)  # focal term: (1 - p_t)^gamma
-    input_size: tuple[int, int] | None = None  # (height, width) images are resized to; null keeps their size
+    input: InputConfig = InputConfig()  # size and policy for training (and for evaluation unless set there)
+    augment: AugmentConfig = AugmentConfig()
     channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the hardware has it
     num_threads: int | None = None  # torch intra-op threads; null keeps torch's choice
@@ -260,11 +306,18 @@ class TrainConfig(_Section):
 class EvaluateConfig(_Section):
     batch_size: int = Field(32, ge=1)
     overlays: int = Field(4, ge=0)  # images shown in each of the best and the worst overlay panels
+    input: InputConfig | None = None  # null: train.input's size (policy resize, or pad after pad/crop)
+
+    @model_validator(mode="after")
+    def _no_crop(self) -> EvaluateConfig:
+        if self.input is not None and self.input.policy == "crop":
+            raise ValueError("evaluate.input.policy 'crop' would leave pixels unscored; use resize or pad")
+        return self
 
 
 class RegisterConfig(_Section):
     model_name: str = "visionflow-segmenter"  # registered model name in MLflow
-    metric: str = "val_miou"  # compared with the champion's; higher is better
+    metric: str | None = None  # compared with the champion's, higher is better; null: val_miou / val_accuracy
 
 
 class TrackingConfig(_Section):
@@ -288,9 +341,40 @@ class Config(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
+    @model_validator(mode="after")
+    def _task_fits(self) -> Config:
+        task, source = self.project.task, self.data.source
+        if source in TASK_SOURCES[_other(task)]:
+            raise ValueError(
+                f"data.source '{source}' is a {_other(task)} source; {task} reads {', '.join(TASK_SOURCES[task])}"
+            )
+        if task == "classification" and self.train.loss.get("dice"):
+            raise ValueError("train.loss 'dice' is a segmentation loss; classification takes ce and focal")
+        return self
+
+    @property
+    def eval_input(self) -> InputConfig:
+        """evaluate.input, or train.input's size with a policy that scores every pixel."""
+        if self.evaluate.input is not None:
+            return self.evaluate.input
+        policy = "resize" if self.train.input.policy == "resize" else "pad"
+        return InputConfig(size=self.train.input.size, policy=policy)
+
+    @property
+    def primary_metric(self) -> str:
+        """The val metric that picks the best epoch and, unless register.metric says otherwise, the champion."""
+        return "miou" if self.project.task == "segmentation" else "accuracy"
+
     def flat(self) -> dict[str, Any]:
         """Dotted keys to plain values, as logged to MLflow."""
         return _flatten(self.model_dump(mode="json", by_alias=True))
+
+
+TASK_SOURCES = {"segmentation": ("builtin", "folder"), "classification": ("digits", "imagefolder", "csv")}
+
+
+def _other(task: str) -> str:
+    return "classification" if task == "segmentation" else "segmentation"
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Training and evaluation loops. No files, no tracking: they take modules and loaders and return numbers."""
+"""Training and evaluation loops for both tasks. No files, no tracking: modules and loaders in, numbers out.
+
+Batches are (uint8 images (N, H, W, 3), targets, sizes) from :class:`visionflow.data.dataset.ImageDataset`.
+Segmentation logits are mapped back to each mask's original resolution before they are scored.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from torch import nn
 from tqdm import tqdm
 
 from visionflow.data.dataset import normalise
+from visionflow.data.transforms import restore
 from visionflow.metrics import confusion_matrix
 
 __all__ = [
     "EvalResult",
     "Runtime",
     "cpu_has_bf16",
+    "decide",
     "evaluate",
     "predict_logits",
     "resolve_device",
@@ -25,7 +31,9 @@ __all__ = [
     "train_one_epoch",
 ]
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, targets, sizes
+# Called with the predictions, targets and float logits of each image of a batch (original resolution).
+OnBatch = Callable[[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]], None]
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,17 @@ class Runtime:
 
 @dataclass(frozen=True)
 class EvalResult:
-    loss: float
+    loss: float  # mean over images
     confusion: torch.Tensor  # (K, K), rows = truth
     images_per_second: float
+    images: int = 0
+
+
+def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class ids from logits: argmax over channels, or ``sigmoid > threshold`` for a one-channel binary map."""
+    if logits.ndim == 4 and logits.shape[1] == 1:
+        return (logits[:, 0].sigmoid() > threshold).long()
+    return logits.argmax(dim=1)
 
 
 def cpu_has_bf16() -> bool:
@@ -98,8 +114,8 @@ def train_one_epoch(
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
-    for images, masks in bar:
-        x, y = runtime.images(images), masks.to(runtime.device, non_blocking=True)
+    for images, targets, _ in bar:
+        x, y = runtime.images(images), targets.to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = model(x)
         loss = loss_fn(logits, y)
@@ -117,6 +133,17 @@ def train_one_epoch(
     return {"loss": total_loss / max(seen, 1), "images_per_second": seen / elapsed if elapsed else 0.0}
 
 
+def _at_original_size(
+    logits: torch.Tensor, targets: torch.Tensor, sizes: torch.Tensor, policy: str
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, targets) groups at the original resolution: one group when the batch shares a size."""
+    if logits.ndim == 2:  # classification: nothing to map back
+        return [(logits, targets)]
+    keys = [tuple(int(v) for v in row) for row in sizes]
+    spans = [(0, len(keys))] if len(set(keys)) == 1 else [(i, i + 1) for i in range(len(keys))]
+    return [(restore(logits[a:b], keys[a], policy), targets[a:b, : keys[a][2], : keys[a][3]]) for a, b in spans]
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -125,25 +152,28 @@ def evaluate(
     num_classes: int,
     ignore_index: int,
     runtime: Runtime,
-    on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    policy: str = "resize",
+    threshold: float = 0.5,
+    on_batch: OnBatch | None = None,
 ) -> EvalResult:
-    """Loss and confusion matrix over ``loader``; ``on_batch(images, masks, predictions)`` sees each batch."""
+    """Loss and confusion matrix over ``loader``, scored at each mask's original resolution (``policy`` says how
+    to map logits back: ``resize`` interpolates, ``pad`` slices). ``on_batch`` sees every image's prediction."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     total_loss, seen, start = 0.0, 0, time.perf_counter()
-    for images, masks in tqdm(loader, desc="eval", unit="batch", leave=False):
-        y = masks.to(runtime.device)
+    for images, targets, sizes in tqdm(loader, desc="eval", unit="batch", leave=False):
         with runtime.autocast():
             logits = model(runtime.images(images)).float()
-        if loss_fn is not None:
-            total_loss += loss_fn(logits, y).item() * len(images)
-        pred = logits.argmax(dim=1)
-        confusion += confusion_matrix(pred, y, num_classes, ignore_index)
+        for scored, truth in _at_original_size(logits, targets.to(runtime.device), sizes, policy):
+            if loss_fn is not None:
+                total_loss += loss_fn(scored, truth).item() * len(truth)
+            pred = decide(scored, threshold)
+            confusion += confusion_matrix(pred, truth, num_classes, ignore_index)
+            if on_batch is not None:
+                on_batch(list(pred.cpu()), list(truth.cpu()), list(scored.cpu()))
         seen += len(images)
-        if on_batch is not None:
-            on_batch(images, masks, pred.cpu())
     elapsed = time.perf_counter() - start
-    return EvalResult(total_loss / max(seen, 1), confusion, seen / elapsed if elapsed else 0.0)
+    return EvalResult(total_loss / max(seen, 1), confusion, seen / elapsed if elapsed else 0.0, seen)
 
 
 @torch.inference_mode()

@@ -1,7 +1,9 @@
-"""Segmentation losses: a registry of terms (cross-entropy, Dice, focal) summed with coefficients.
+"""Losses: a registry of terms (cross-entropy, Dice, focal) summed with coefficients.
 
-Every term takes the class weights and leaves out pixels equal to the ignore index. The math lives in small
-functions; :class:`CombinedLoss` is the module training uses.
+Every term takes the class weights and leaves out targets equal to the ignore index. Multi-class terms work
+on (N, C, H, W) segmentation logits and on (N, C) classification logits alike; binary segmentation (one
+logit channel) has sigmoid versions of each. The math lives in small functions; :class:`CombinedLoss` is
+the module training uses.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["LOSS_TERMS", "CombinedLoss", "create_loss", "focal_loss"]
+__all__ = [
+    "BINARY_TERMS",
+    "LOSS_TERMS",
+    "CombinedLoss",
+    "binary_cross_entropy",
+    "binary_dice",
+    "binary_focal",
+    "create_loss",
+    "focal_loss",
+]
 
 
 def focal_loss(
@@ -29,7 +40,45 @@ def focal_loss(
     return loss.sum() / pixel_weight.sum().clamp_min(1e-12)
 
 
+def binary_terms(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logit, 0/1 target, per-pixel weight) of the valid pixels of a one-channel binary logit map."""
+    valid = target != ignore_index
+    x, y = logits[:, 0][valid], target[valid].float()
+    w = weight[target[valid]] if weight is not None else torch.ones_like(x)
+    return x, y, w
+
+
+def binary_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int
+) -> torch.Tensor:
+    x, y, w = binary_terms(logits, target, weight, ignore_index)
+    return (w * F.binary_cross_entropy_with_logits(x, y, reduction="none")).sum() / w.sum().clamp_min(1e-12)
+
+
+def binary_focal(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int, gamma: float
+) -> torch.Tensor:
+    x, y, w = binary_terms(logits, target, weight, ignore_index)
+    log_pt = -F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    return (-w * (1 - log_pt.exp()).pow(gamma) * log_pt).sum() / w.sum().clamp_min(1e-12)
+
+
+def binary_dice(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Soft Dice of the foreground over the valid pixels of the batch."""
+    x, y, _ = binary_terms(logits, target, None, ignore_index)
+    p = x.sigmoid()
+    return 1 - (2 * (p * y).sum() + 1.0) / (p.sum() + y.sum() + 1.0)
+
+
 TermFactory = Callable[[torch.Tensor | None, int, float], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+BINARY_TERMS: dict[str, TermFactory] = {
+    "ce": lambda w, ignore, gamma: lambda x, y: binary_cross_entropy(x, y, w, ignore),
+    "focal": lambda w, ignore, gamma: lambda x, y: binary_focal(x, y, w, ignore, gamma),
+    "dice": lambda w, ignore, gamma: lambda x, y: binary_dice(x, y, ignore),
+}
 
 LOSS_TERMS: dict[str, TermFactory] = {
     "ce": lambda w, ignore, gamma: lambda x, y: F.cross_entropy(x, y, weight=w, ignore_index=ignore),
@@ -62,9 +111,10 @@ class CombinedLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
+        registry = BINARY_TERMS if logits.ndim == 4 and logits.shape[1] == 1 else LOSS_TERMS
         total = logits.new_zeros(())
         for name, coefficient in self.coefficients.items():
-            term = LOSS_TERMS[name](self.class_weights, self.ignore_index, self.focal_gamma)
+            term = registry[name](self.class_weights, self.ignore_index, self.focal_gamma)
             total = total + coefficient * term(logits, target)
         return total
 
@@ -72,4 +122,5 @@ class CombinedLoss(nn.Module):
 def create_loss(
     terms: Mapping[str, float], class_weights: Sequence[float] | None, ignore_index: int, focal_gamma: float = 2.0
 ) -> nn.Module:
+    """The configured sum of terms; a one-channel (binary) logit map selects the sigmoid versions."""
     return CombinedLoss(terms, class_weights, ignore_index, focal_gamma)

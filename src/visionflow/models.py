@@ -1,4 +1,8 @@
-"""Model factories keyed by strings; an unknown name fails with the list of valid ones."""
+"""Model factories keyed by strings; an unknown name fails with the list of valid ones.
+
+Segmentation: any smp architecture with any smp encoder or ``tu-<timm model>``; a two-class dataset
+(background + one foreground) gets one output channel (sigmoid, thresholded). Classification: any timm model.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,17 @@ from visionflow.config import ModelConfig
 __all__ = [
     "ModelError",
     "architectures",
+    "create_classifier",
+    "create_model",
     "create_segmenter",
     "encoders",
+    "is_binary",
     "load_encoder_weights",
     "load_model",
+    "load_weights",
+    "output_channels",
     "save_model",
+    "update_meta",
 ]
 
 
@@ -43,17 +53,60 @@ def _unknown(kind: str, name: str, valid: list[str], hint: str = "") -> ModelErr
     return ModelError(f"unknown {kind} '{name}'.{maybe} Valid: {', '.join(valid)}.{hint}")
 
 
+def _unknown_timm(name: str) -> ModelError:
+    """timm has over a thousand names: suggest the closest ones and say how to list the rest."""
+    names = timm.list_models()
+    close = difflib.get_close_matches(name, names, n=8, cutoff=0.5)
+    maybe = f" Closest: {', '.join(close)}." if close else ""
+    family = name.rstrip("0123456789_")[:8] or name
+    return ModelError(
+        f"unknown timm model '{name}'.{maybe} timm has {len(names)} models; "
+        f"list them with timm.list_models('*{family}*')."
+    )
+
+
 def _check_encoder(name: str) -> None:
     if name.startswith("tu-"):
         timm_name = name[3:]
         if not timm.is_model(timm_name):
-            raise _unknown("timm model", timm_name, timm.list_models(f"*{timm_name[:4]}*")[:30] or ["(none)"])
+            raise _unknown_timm(timm_name)
     elif name not in smp.encoders.get_encoder_names():
         raise _unknown("encoder", name, encoders(), " Any timm model also works as 'tu-<name>'.")
 
 
+def is_binary(task: str, num_classes: int) -> bool:
+    """Binary segmentation: one foreground class next to the background."""
+    return task == "segmentation" and num_classes == 2
+
+
+def output_channels(task: str, num_classes: int) -> int:
+    return 1 if is_binary(task, num_classes) else num_classes
+
+
+def create_model(config: ModelConfig, task: str, num_classes: int) -> nn.Module:
+    """The model for ``task``: an smp segmenter or a timm classifier."""
+    if task == "classification":
+        return create_classifier(config, num_classes)
+    return create_segmenter(config, output_channels(task, num_classes))
+
+
+def create_classifier(config: ModelConfig, num_classes: int) -> nn.Module:
+    """A timm model with a ``num_classes`` head; ``model.arch`` is the timm name (e.g. resnet18, convnext_atto)."""
+    name = config.arch.removeprefix("tu-")
+    if not timm.is_model(name):
+        raise _unknown_timm(name)
+    pretrained = config.encoder_weights is not None
+    try:
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+    except Exception as exc:  # a hub download that cannot happen offline
+        raise ModelError(f"timm model '{name}' with pretrained weights: {exc}; set model.weights_path") from None
+    if config.weights_path is not None:
+        load_weights(model, config.weights_path, config.weights_scope, task="classification")
+    return model
+
+
 def create_segmenter(config: ModelConfig, num_classes: int) -> nn.Module:
-    """An smp model with ``num_classes`` output channels, optionally loading local encoder weights."""
+    """An smp model with ``num_classes`` output channels, optionally loading local weights."""
     arch = {a.lower(): a for a in architectures()}.get(config.arch.lower())
     if arch is None:
         raise _unknown("architecture", config.arch, architectures())
@@ -66,18 +119,43 @@ def create_segmenter(config: ModelConfig, num_classes: int) -> nn.Module:
         classes=num_classes,
     )
     if config.weights_path is not None:
-        load_encoder_weights(model, config.weights_path)
+        load_weights(model, config.weights_path, config.weights_scope, task="segmentation")
     return model
 
 
 def load_encoder_weights(model: nn.Module, path: Path) -> None:
     """Load a local state dict into ``model.encoder`` (the offline stand-in for hub weights)."""
+    load_weights(model, path, "encoder", task="segmentation")
+
+
+def _backbone(model: nn.Module, task: str) -> nn.Module:
+    """What ``weights_scope: encoder`` fills: smp's encoder, or a timm classifier without its head."""
+    if task == "segmentation":
+        return model.encoder  # type: ignore[return-value]
+    return model
+
+
+def load_weights(model: nn.Module, path: Path, scope: str, task: str) -> None:
+    """Load a local state dict (a bare one, a ``{"state_dict": ...}`` file, or one saved by :func:`save_model`).
+
+    ``scope: model`` loads every tensor and fails on any mismatch; ``encoder`` fills the encoder (segmentation)
+    or every tensor but the classification head (classification), ignoring the rest.
+    """
     if not Path(path).is_file():
         raise ModelError(f"model.weights_path '{path}' does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    if scope == "model":
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(f"{path}: weights do not fit the whole model (weights_scope: model): {exc}") from None
+        return
+    encoder = _backbone(model, task)
     expected = encoder.state_dict()
+    if task == "classification":  # leave the head (whose size is the class count) to its fresh init
+        head = {f"{k}" for k in expected if k.startswith(_head_prefix(model))}
+        state = {k: v for k, v in state.items() if k not in head}
     if not set(state) & set(expected):
         raise ModelError(
             f"{path}: no tensor matches the encoder '{type(encoder).__name__}'; the file has keys "
@@ -91,24 +169,44 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
         print(f"note: {path}: {len(unexpected)} keys not used by the encoder (e.g. {unexpected[:3]})")
 
 
+def _head_prefix(model: nn.Module) -> str:
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for name, module in model.named_modules():
+        if module is classifier and name:
+            return name + "."
+    return "\0"  # matches nothing
+
+
 def save_model(
     model: nn.Module,
     path: Path,
     config: ModelConfig,
+    task: str,
     classes: tuple[str, ...] | list[str],
     ignore_index: int,
     extra: dict[str, float | int | str] | None = None,
 ) -> None:
-    """Weights plus what rebuilding them needs; plain tensors and strings, so ``weights_only=True`` loads it."""
+    """Weights plus what rebuilding them needs; plain tensors and strings, so ``weights_only=True`` loads it.
+
+    Binary segmentation models also carry ``threshold`` (set by training on val) in ``extra``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
+        "task": task,
         "arch": config.arch,
         "encoder": config.encoder,
         "classes": list(classes),
         "ignore_index": ignore_index,
     }
     torch.save({"state_dict": state, "meta": meta | dict(extra or {})}, path)
+
+
+def update_meta(path: Path, **values: float | int | str) -> None:
+    """Add to the metadata of a saved model (the binary threshold, once it is chosen)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved["meta"] = saved["meta"] | values
+    torch.save(saved, path)
 
 
 def load_model(path: Path) -> tuple[nn.Module, dict[str, object]]:
@@ -118,6 +216,6 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, object]]:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     meta = saved["meta"]
     config = ModelConfig(arch=str(meta["arch"]), encoder=str(meta["encoder"]))
-    model = create_segmenter(config, num_classes=len(meta["classes"]))
+    model = create_model(config, str(meta.get("task", "segmentation")), num_classes=len(meta["classes"]))
     model.load_state_dict(saved["state_dict"])
     return model.eval(), meta

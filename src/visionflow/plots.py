@@ -13,7 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["class_palette", "error_map", "plot_class_distribution", "plot_confusion_matrix", "plot_overlays"]
+__all__ = [
+    "class_palette",
+    "error_map",
+    "plot_class_distribution",
+    "plot_confusion_matrix",
+    "plot_examples",
+    "plot_overlays",
+]
 
 
 def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> None:
@@ -128,6 +135,28 @@ def plot_overlays(
     fig.legend(handles, [*ERROR_COLOURS, *class_names], loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_examples(
+    samples: list[tuple[str, np.ndarray, str, str, float]],
+    path: Path,
+    title: str,
+    columns: int = 4,
+) -> None:
+    """Classification: a grid of (id, image, truth, prediction, confidence); wrong predictions titled in red."""
+    rows = max(1, -(-len(samples) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (name, image, truth, pred, confidence) in zip(axes.ravel(), samples, strict=False):
+        ax.imshow(image)
+        colour = "black" if truth == pred else "red"
+        ax.set_title(f"{name}\ntrue {truth} / pred {pred} ({confidence:.2f})", fontsize=8, color=colour)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -64,3 +64,11 @@ def test_sampled_shares_follow_the_factors() -> None:
     assert np.allclose(pixels, [190 / 200, 10 / 200]) and np.allclose(images, [1.0, 0.5])
     pixels, images = sampled_shares(counts, present, np.array([3.0, 1.0]))
     assert np.allclose(images, [1.0, 0.75]) and pixels[1] > 10 / 200
+
+
+def test_classification_weights_follow_image_counts() -> None:
+    """One-hot rows (one count per image): the rare class gets the larger weight."""
+    one_hot = np.array([[1, 0]] * 6 + [[0, 1]] * 2)
+    weights = class_weights(one_hot, one_hot.sum(axis=1), "inverse", per_image=True)
+    assert weights[1] / weights[0] == pytest.approx(3.0)
+    assert np.allclose(class_weights(one_hot, one_hot.sum(axis=1), "inverse"), 1.0), "pixel rule: no signal"

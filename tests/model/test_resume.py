@@ -46,7 +46,7 @@ def test_kill_after_epoch_one_then_resume_matches_an_uninterrupted_run(
     actual = final_weights(config.paths.checkpoint)
     assert actual.keys() == expected.keys()
     assert all(torch.equal(actual[k], expected[k]) for k in expected), "resumed weights differ"
-    assert resumed.best_val_miou == reference.best_val_miou
+    assert resumed.best_score == reference.best_score
     assert resumed.run_id == interrupted["run_id"], "the resumed training logs into the run it started"
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     assert len(client.get_metric_history(resumed.run_id, "train/val_miou")) == 3

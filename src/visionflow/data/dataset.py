@@ -1,24 +1,54 @@
-"""Torch datasets over manifest rows. Images are decoded once and kept as uint8 arrays."""
+"""Torch datasets over manifest rows, for both tasks.
+
+Images (and masks) are decoded once into a cache of two flat uint8 files that every later run, every epoch and
+every DDP rank memory-maps: loading costs a page-cache read, never a PNG decode. Transforms run per item on the
+uint8 arrays; normalisation happens per batch on the device (:func:`normalise`).
+"""
 
 from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SegmentationDataset", "load_rgb", "normalise"]
+from visionflow.data.transforms import Augment, apply_policy
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DecodedCache",
+    "EpochSampler",
+    "ImageDataset",
+    "load_mask",
+    "load_rgb",
+    "normalise",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics smp and timm encoders are trained with
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_rgb(path: str) -> np.ndarray:
+def load_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8; grayscale and RGBA inputs are converted to RGB."""
     with Image.open(path) as image:
         return np.array(image.convert("RGB"))
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """(H, W) class ids as stored (palette indices for palette PNGs, values for L and 16-bit masks)."""
+    with Image.open(path) as mask:
+        return np.array(mask)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -28,38 +58,167 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
-class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Items are (uint8 image (H, W, 3), int64 mask (H, W)); normalisation happens per batch on the device."""
+def _cache_key(rows: pd.DataFrame, with_masks: bool) -> str:
+    """Content of the rows: image hashes, and each mask's path, size and modification time."""
+    digest = hashlib.sha256(b"v1" + bytes([with_masks]))
+    for row in rows.itertuples():
+        digest.update(f"{row.image_path}|{row.sha256}".encode())
+        if with_masks:
+            stat = os.stat(row.mask_path)
+            digest.update(f"|{row.mask_path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
 
-    def __init__(
-        self, rows: pd.DataFrame, augment: bool = False, seed: int = 0, size: tuple[int, int] | None = None
-    ) -> None:
-        self.ids = rows["id"].tolist()
-        self.size = size
-        pairs = zip(rows["image_path"], rows["mask_path"], strict=True)
-        decoded = [self._load(i, m) for i, m in tqdm(pairs, total=len(rows), desc="decode", unit="img", leave=False)]
-        self.images = [image for image, _ in decoded]
-        self.masks = [mask for _, mask in decoded]
-        self.augment = augment
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def _load(self, image_path: str, mask_path: str) -> tuple[np.ndarray, np.ndarray]:
-        """Decode once; resize to ``size`` (height, width) when set: bilinear image, nearest-neighbour mask."""
-        image = load_rgb(image_path)
-        with Image.open(mask_path) as mask_file:
-            mask = np.array(mask_file)
-        if self.size is not None and image.shape[:2] != tuple(self.size):
-            height, width = self.size
-            image = np.array(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
-            mask = np.array(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
-        return image, mask
+class DecodedCache:
+    """Decoded images (and masks) of some manifest rows, in ``images.u8`` / ``masks.u8`` plus an index.
+
+    Built once per distinct set of rows under ``root/<key>/`` (written to a temporary folder and renamed, so a
+    killed build leaves nothing half-written); opened read-only with ``np.memmap`` after that.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        index = np.load(directory / "index.npz")
+        self.directory = directory
+        self.image_offsets, self.image_shapes = index["image_offsets"], index["image_shapes"]
+        self.images = np.memmap(directory / "images.u8", dtype=np.uint8, mode="r")
+        self.mask_offsets, self.mask_shapes = index.get("mask_offsets"), index.get("mask_shapes")
+        masks = directory / "masks.u8"
+        self.masks = np.memmap(masks, dtype=np.uint8, mode="r") if self.mask_offsets is not None else None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.image_offsets)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self.images[index])
-        mask = torch.from_numpy(self.masks[index].astype(np.int64))
-        if self.augment and torch.rand(1, generator=self.generator).item() < 0.5:
-            image, mask = image.flip(1), mask.flip(1)
-        return image, mask
+    def image(self, index: int) -> np.ndarray:
+        start, shape = int(self.image_offsets[index]), tuple(int(v) for v in self.image_shapes[index])
+        return self.images[start : start + math.prod(shape)].reshape(shape)
+
+    def mask(self, index: int) -> np.ndarray:
+        if self.masks is None:
+            raise ValueError(f"{self.directory}: this cache holds no masks")
+        start, shape = int(self.mask_offsets[index]), tuple(int(v) for v in self.mask_shapes[index])
+        return self.masks[start : start + math.prod(shape)].reshape(shape)
+
+    @classmethod
+    def open(cls, rows: pd.DataFrame, root: Path, with_masks: bool) -> DecodedCache:
+        """The cache of ``rows``, building it first when there is none."""
+        directory = root / _cache_key(rows, with_masks)
+        if not (directory / "index.npz").is_file():
+            _build(rows, directory, with_masks)
+        return cls(directory)
+
+
+def _build(rows: pd.DataFrame, directory: Path, with_masks: bool) -> None:
+    partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
+    partial.mkdir(parents=True, exist_ok=True)
+    shapes = np.stack([rows["height"].to_numpy(np.int64), rows["width"].to_numpy(np.int64)], axis=1)
+    image_shapes = np.concatenate([shapes, np.full((len(rows), 1), 3)], axis=1)
+    image_offsets = np.concatenate([[0], np.cumsum(image_shapes.prod(axis=1))[:-1]])
+    images = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=(int(image_shapes.prod(1).sum()),))
+    index = {"image_offsets": image_offsets, "image_shapes": image_shapes}
+    masks = None
+    if with_masks:
+        mask_offsets = np.concatenate([[0], np.cumsum(shapes.prod(axis=1))[:-1]])
+        masks = np.memmap(partial / "masks.u8", dtype=np.uint8, mode="w+", shape=(int(shapes.prod(1).sum()),))
+        index |= {"mask_offsets": mask_offsets, "mask_shapes": shapes}
+
+    def put(i: int) -> None:
+        row = rows.iloc[i]
+        image = load_rgb(row["image_path"])
+        if image.shape != tuple(image_shapes[i]):
+            raise ValueError(f"{row['image_path']}: decoded as {image.shape}, the manifest says {image_shapes[i]}")
+        images[image_offsets[i] : image_offsets[i] + image.size] = image.ravel()
+        if masks is not None:
+            mask = load_mask(row["mask_path"])
+            if mask.shape != tuple(shapes[i]) or mask.max(initial=0) > 255:
+                raise ValueError(f"{row['mask_path']}: not a {tuple(shapes[i])} mask of ids below 256")
+            masks[index["mask_offsets"][i] : index["mask_offsets"][i] + mask.size] = mask.ravel()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(tqdm(pool.map(put, range(len(rows))), total=len(rows), desc="decode", unit="img", leave=False))
+    images.flush()
+    if masks is not None:
+        masks.flush()
+    np.savez(partial / "index.npz", **index)
+    try:
+        os.replace(partial, directory)
+    except OSError:  # another process (a DDP rank) built the same cache first
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """Items are (uint8 image (h, w, 3), target, sizes).
+
+    The target is an int64 mask (h, w) for segmentation, or the original-resolution mask when
+    ``original_masks`` (evaluation scores there), or an int64 class id for classification. ``sizes`` is
+    (input height, input width, original height, original width), which :func:`restore` needs.
+    """
+
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        cache: DecodedCache,
+        *,
+        labels: np.ndarray | None = None,
+        policy: str = "resize",
+        size: tuple[int, int] | None = None,
+        ignore_index: int = 255,
+        augment: Augment | None = None,
+        seed: int = 0,
+        original_masks: bool = False,
+    ) -> None:
+        self.ids = rows["id"].astype(str).tolist()
+        self.cache = cache
+        self.labels = labels
+        self.policy, self.size, self.ignore_index = policy, size, ignore_index
+        self.augment, self.seed, self.original_masks = augment, seed, original_masks
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int, rank: int = 0) -> None:
+        """Reseed the augmentation per epoch and rank: a resumed run draws exactly what an unbroken one would."""
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch * 7_919 + rank)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(np.array(self.cache.image(index)))
+        height, width = image.shape[:2]
+        mask = None if self.labels is not None else torch.from_numpy(self.cache.mask(index).astype(np.int64))
+        random = self.generator if self.augment is not None else None
+        image, moved = apply_policy(image, mask, self.policy, self.size, self.ignore_index, random)
+        if self.augment is not None:
+            image, moved = self.augment(image, moved, self.ignore_index, self.generator)
+        sizes = torch.tensor([image.shape[0], image.shape[1], height, width])
+        if self.labels is not None:
+            return image, torch.tensor(int(self.labels[index])), sizes
+        return image, (mask if self.original_masks else moved), sizes
+
+
+class EpochSampler(Sampler[int]):
+    """Indices for one epoch, drawn from ``seed + epoch`` and split across DDP ranks.
+
+    With ``weights`` it draws with replacement in proportion to them (repeat-factor sampling); without, it
+    shuffles. Every rank draws the same list and takes every ``world``-th entry, so weighted sampling holds
+    across ranks and the epoch number is the whole sampler state a checkpoint needs.
+    """
+
+    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.weights = None if weights is None else torch.tensor(np.asarray(weights, dtype=np.float64))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        total = len(self) * self.world
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, total, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(self.size, generator=generator)
+            order = torch.cat([order, order[: total - self.size]])  # even shares: wrap around
+        return iter(order[self.rank :: self.world].tolist())

@@ -116,10 +116,24 @@ def _describe_mask(path: Path, info: DatasetInfo) -> dict[str, Any]:
     return row
 
 
+def _describe_label(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
+    """Classification: the class id and a one-hot count row (so class tables work alike for both tasks)."""
+    if ref.label is None:
+        return {"label_error": "no class: the image is not in a class folder / has an empty label"}
+    if ref.label not in info.classes:
+        return {"label_error": f"label '{ref.label}' is not a class ({', '.join(info.classes)})"}
+    label = info.classes.index(ref.label)
+    counts = [int(c == label) for c in range(len(info.classes))]
+    return {"label": label, **dict(zip(count_columns(len(info.classes)), counts, strict=True))} | {
+        "px_ignore": 0,
+        "px_invalid": 0,
+    }
+
+
 def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
-    """Everything the checks need about one pair; problems go to the error columns, never raise."""
+    """Everything the checks need about one sample; problems go to the error columns, never raise."""
     row: dict[str, Any] = {
-        "id": (ref.image or ref.mask).stem,  # type: ignore[union-attr]
+        "id": ref.name or (ref.image or ref.mask).stem,  # type: ignore[union-attr]
         "split": ref.split,
         "image_path": _rel(ref.image),
         "mask_path": _rel(ref.mask),
@@ -131,13 +145,17 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
         return row
     if ref.image is None:
         row["image_error"] = "no image for this mask"
+    elif not ref.image.is_file():
+        row["image_error"] = "image file not found"
     else:
         row["sha256"] = _sha256(ref.image)
         try:
             row.update(_describe_image(ref.image))
         except Exception as exc:  # any decoder failure is a property of the file
             row["image_error"] = f"image does not decode: {exc or type(exc).__name__}"
-    if ref.mask is None:
+    if info.task == "classification":
+        row.update(_describe_label(ref, info))
+    elif ref.mask is None:
         row["mask_error"] = "no mask for this image"
     else:
         try:
@@ -147,7 +165,12 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
     return row
 
 
-ERROR_COLUMNS = ("path_error", "image_error", "mask_error")  # filled where a file cannot be used as it is
+ERROR_COLUMNS = (
+    "path_error",
+    "image_error",
+    "mask_error",
+    "label_error",
+)  # filled where a file cannot be used as it is
 _IMAGE_COLUMNS = ["width", "height", "channels", "mode", "bits", "brightness", "sha256", "dhash"]
 _MASK_COLUMNS = ["mask_width", "mask_height", "mask_mode", "mask_bits"]
 _INTEGER_COLUMNS = [
@@ -160,12 +183,13 @@ _INTEGER_COLUMNS = [
     "mask_bits",
     "px_ignore",
     "px_invalid",
+    "label",
 ]
 
 
 def manifest_columns(num_classes: int) -> list[str]:
     counts = [*count_columns(num_classes), "px_ignore", "px_invalid", "invalid_values"]
-    return ["id", "split", "image_path", "mask_path", *_IMAGE_COLUMNS, *_MASK_COLUMNS, *counts, *ERROR_COLUMNS]
+    return ["id", "split", "image_path", "mask_path", "label", *_IMAGE_COLUMNS, *_MASK_COLUMNS, *counts, *ERROR_COLUMNS]
 
 
 def build_manifest(samples: list[SampleRef], info: DatasetInfo, workers: int = 4) -> pd.DataFrame:

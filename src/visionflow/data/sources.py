@@ -1,4 +1,7 @@
-"""Data sources: turn ``data.*`` params into a list of (split, image, mask) references and a class list.
+"""Data sources: turn ``data.*`` params into a list of (split, image, mask or label) references and a class list.
+
+Segmentation: ``builtin`` (generated shapes) and ``folder`` (images + masks by file name, CamVid preset).
+Classification: ``digits`` (scikit-learn's scans), ``imagefolder`` (``<split>/<class>/<image>``) and ``csv``.
 
 Sources only find files; decoding, hashing and counting happen once, in the manifest.
 """
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visionflow.config import Config, DataConfig, SplitDirs
-from visionflow.data import builtin
+from visionflow.data import builtin, digits
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -33,7 +36,9 @@ class SourceError(ValueError):
 class SampleRef:
     split: str
     image: Path | None  # None: a mask was found without its image
-    mask: Path | None  # None: an image was found without its mask
+    mask: Path | None = None  # segmentation; None: an image was found without its mask
+    label: str | None = None  # classification: the class name as the source gives it
+    name: str | None = None  # the row id where the file stem is not unique (class folders, CSV paths)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class DatasetInfo:
     root: str
     classes: tuple[str, ...]
     ignore_index: int
+    task: str = "segmentation"
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,84 @@ def _builtin_samples(config: Config) -> tuple[list[SampleRef], DatasetInfo]:
     return samples, DatasetInfo("builtin", out_dir.as_posix(), classes, ignore_index)
 
 
+def _class_folder_samples(root: Path, split: str) -> list[SampleRef]:
+    """``root/<class>/<image>``: one sample per image file, labelled by its folder; an image lying outside any
+    class folder is kept and reported (no class), never skipped."""
+    samples = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            samples.append(SampleRef(split, entry, name=f"{split}/{entry.stem}"))
+        elif entry.is_dir():
+            for path in sorted(entry.iterdir()):
+                if not path.name.startswith(".") and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                    samples.append(SampleRef(split, path, label=entry.name, name=f"{entry.name}/{path.stem}"))
+    return samples
+
+
+def _ignore(data: DataConfig) -> int:
+    return data.ignore_index if data.ignore_index is not None else 255
+
+
+def _imagefolder_samples(data: DataConfig, root: Path | None = None) -> tuple[list[SampleRef], DatasetInfo]:
+    """Every subfolder of the root is a split, every subfolder of a split a class."""
+    root = root or data.root
+    if not root.is_dir():
+        raise SourceError(f"data.root '{root}' is not a folder (imagefolder: <split>/<class>/<image>)")
+    splits = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not splits:
+        raise SourceError(f"data.root '{root}': no split folders; expected {root}/train/<class>/<image>")
+    samples = [s for split in splits for s in _class_folder_samples(split, split.name)]
+    if not samples:
+        raise SourceError(f"data.root '{root}': no images in {', '.join(p.name for p in splits)}")
+    classes = tuple(data.classes or sorted({s.label for s in samples if s.label is not None}))
+    return samples, DatasetInfo("imagefolder", root.as_posix(), classes, _ignore(data), "classification")
+
+
+def _csv_samples(data: DataConfig) -> tuple[list[SampleRef], DatasetInfo]:
+    """One row per image: a path relative to data.root, a class name and a split (columns named in data.csv)."""
+    import pandas as pd
+
+    spec, table_path = data.csv, data.root / data.csv.file
+    if not table_path.is_file():
+        raise SourceError(f"data.csv.file: '{table_path}' not found")
+    table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+    missing = [c for c in (spec.image, spec.label, spec.split) if c not in table.columns]
+    if missing:
+        raise SourceError(
+            f"{table_path}: no column(s) {', '.join(missing)} (see data.csv); it has {', '.join(table.columns)}"
+        )
+    samples = [
+        SampleRef(
+            split,
+            data.root / image,
+            label=label or None,
+            name=Path(image).with_suffix("").as_posix(),
+        )
+        for image, label, split in zip(table[spec.image], table[spec.label], table[spec.split], strict=True)
+    ]
+    if not samples:
+        raise SourceError(f"{table_path}: no rows")
+    classes = tuple(data.classes or sorted({s.label for s in samples if s.label}))
+    return samples, DatasetInfo("csv", data.root.as_posix(), classes, _ignore(data), "classification")
+
+
+def _digits_samples(config: Config) -> tuple[list[SampleRef], DatasetInfo]:
+    out_dir = config.paths.prepared / "digits"
+    digits.materialise(config.data.digits, out_dir)
+    samples, info = _imagefolder_samples(config.data, out_dir)
+    if len(info.classes) != len(digits.CLASSES):
+        raise SourceError(f"data.classes has {len(info.classes)} names; the digits source has 10")
+    return samples, DatasetInfo("digits", info.root, info.classes, info.ignore_index, "classification")
+
+
 _SOURCES: dict[str, Callable[[Config], tuple[list[SampleRef], DatasetInfo]]] = {
     "builtin": _builtin_samples,
     "folder": lambda config: _folder_samples(config.data),
+    "digits": _digits_samples,
+    "imagefolder": lambda config: _imagefolder_samples(config.data),
+    "csv": lambda config: _csv_samples(config.data),
 }
 
 

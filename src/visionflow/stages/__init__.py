@@ -7,9 +7,9 @@ The CLI, dvc.yaml (through the CLI) and the tests all call these functions; noth
 STAGES: dict[str, str] = {
     "prepare": "Find or generate the dataset and write the manifest (one row per image).",
     "validate": "Check the manifest with Great Expectations; stop on bad data, naming the files.",
-    "balance": "Class pixel frequencies of the train split and class weights.",
-    "train": "Train the segmentation model; opens the MLflow run for it.",
-    "evaluate": "Score the model on the val split: metrics, per-class IoU, confusion matrix.",
+    "balance": "Class frequencies of the train split (pixels, or images for classification) and class weights.",
+    "train": "Train the model (DDP under torchrun); opens the MLflow run for it.",
+    "evaluate": "Score the model on the val split: metrics, per-class scores, confusion matrix, panels.",
     "register": "Log and register the model in MLflow; alias champion or challenger.",
 }
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)

@@ -17,8 +17,9 @@ import torch
 
 from visionflow import tracking
 from visionflow.config import Config
-from visionflow.data.dataset import load_rgb, normalise
-from visionflow.data.manifest import read_manifest, split_rows
+from visionflow.data.dataset import normalise
+from visionflow.data.loading import make_dataset
+from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
 from visionflow.models import load_model
 
 __all__ = ["RegisterResult", "choose_alias", "run"]
@@ -49,29 +50,31 @@ def _requirements() -> list[str]:
 
 def run(config: Config) -> RegisterResult:
     paths, reg = config.paths, config.register_
+    metric_name = reg.metric or f"val_{config.primary_metric}"
     metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
-    metric_key = reg.metric.removeprefix("val_")
+    metric_key = metric_name.removeprefix("val_")
     value = metrics["val"].get(metric_key)
     if value is None:
         raise KeyError(
             f"{paths.metrics}: no val metric '{metric_key}' (register.metric); available: {', '.join(metrics['val'])}"
         )
     model, meta = load_model(paths.weights)
-    row = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted).iloc[0]
-    example = normalise(torch.from_numpy(load_rgb(row["image_path"]))[None]).numpy().astype(np.float32)
+    rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)
+    image = make_dataset(config, read_dataset_info(paths.dataset_info), rows.iloc[:1], train=False)[0][0]
+    example = normalise(image[None]).numpy().astype(np.float32)  # one val image as the model receives it
 
-    before = tracking.registry_metric(config, reg.model_name, "champion", reg.metric)
+    before = tracking.registry_metric(config, reg.model_name, "champion", metric_name)
     with tracking.open_run(config, paths.run_info) as run_info:
         version = tracking.log_model_version(
             model,
             example,
             reg.model_name,
             _requirements(),
-            metadata={"classes": meta["classes"], "ignore_index": meta["ignore_index"]},
+            metadata={k: meta[k] for k in ("task", "classes", "ignore_index", "threshold") if k in meta},
         )
         alias = choose_alias(float(value), before[1] if before else None)
         tags = {
-            reg.metric: f"{value:.6f}",
+            metric_name: f"{value:.6f}",
             "git_commit": tracking.git_commit(),
             "data_hash": tracking.data_hash(config),
             "run_id": run_info.run_id,
@@ -81,7 +84,7 @@ def run(config: Config) -> RegisterResult:
         reg.model_name,
         version,
         alias,
-        reg.metric,
+        metric_name,
         float(value),
         before[0] if before else None,
         before[1] if before else None,
@@ -89,5 +92,5 @@ def run(config: Config) -> RegisterResult:
     paths.registry.mkdir(parents=True, exist_ok=True)
     paths.registration.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     against = f" (champion v{before[0]} had {before[1]:.4f})" if before else " (no champion before)"
-    print(f"register: {reg.model_name} version {version} -> @{alias}, {reg.metric} {value:.4f}{against}")
+    print(f"register: {reg.model_name} version {version} -> @{alias}, {metric_name} {value:.4f}{against}")
     return result

@@ -1,4 +1,9 @@
-"""train: fit the segmentation model, keep the best epoch by val mIoU, and open the MLflow run for this model."""
+"""train: fit the model, keep the best epoch by the task's val metric, and open the MLflow run for this model.
+
+Single process by default; under ``torchrun`` it trains with DDP: each rank draws its share of the same
+weighted epoch sample, val is split across ranks and its confusion matrices summed, and rank 0 alone logs,
+saves checkpoints and writes the model. Binary segmentation models get their threshold chosen on val.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,27 @@ import json
 import math
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from visionflow import tracking
 from visionflow.checkpoint import TrainingState, fingerprint, load_checkpoint, restore_rng, save_checkpoint
 from visionflow.config import Config
-from visionflow.data.dataset import SegmentationDataset
+from visionflow.data.dataset import EpochSampler, ImageDataset
+from visionflow.data.loading import ShardSampler, make_dataset, make_loader
 from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
+from visionflow.distributed import Dist, from_env
 from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision, train_one_epoch
 from visionflow.losses import create_loss
-from visionflow.metrics import segmentation_metrics
-from visionflow.models import create_segmenter, save_model
+from visionflow.metrics import best_threshold, task_metrics, threshold_counts
+from visionflow.models import create_model, is_binary, load_model, save_model, update_meta
 from visionflow.stages.balance import read_balance, read_sample_weights
 
 __all__ = ["TrainResult", "run", "seed_everything"]
@@ -31,10 +40,11 @@ __all__ = ["TrainResult", "run", "seed_everything"]
 @dataclass(frozen=True)
 class TrainResult:
     best_epoch: int
-    best_val_miou: float
+    best_score: float  # the best val value of the task's primary metric (mIoU / accuracy)
     epochs: int
     seconds: float
     run_id: str
+    threshold: float | None = None  # binary segmentation: tau chosen on val
 
 
 def seed_everything(seed: int) -> None:
@@ -48,6 +58,7 @@ def _lineage_tags(config: Config) -> dict[str, str]:
         "git_commit": tracking.git_commit(),
         "data_hash": tracking.data_hash(config),
         "data_source": config.data.source,
+        "task": config.project.task,
         "visionflow.stage": "train",
         "precision": resolve_precision(config.train.precision, resolve_device(config.train.device)),
     }
@@ -78,14 +89,20 @@ def _log_data_stages(config: Config) -> None:
 class _Session:
     """Everything one training needs, built once from the config and the data stages' outputs."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module  # the plain module: what is saved, loaded and evaluated
+    trained: torch.nn.Module  # what the training step calls: the model, or its DDP wrapper
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_fn: torch.nn.Module
     train_loader: DataLoader
     val_loader: DataLoader
+    sampler: EpochSampler
+    train_set: ImageDataset
     runtime: Runtime
-    generators: dict[str, torch.Generator]
+    dist: Dist
+    task: str
+    primary: str  # the val metric that picks the best epoch (Config.primary_metric)
+    policy: str  # how val logits map back to the original masks
     classes: tuple[str, ...]
     ignore_index: int
 
@@ -107,7 +124,7 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _build(config: Config) -> _Session:
+def _build(config: Config, dist: Dist) -> _Session:
     paths, train_cfg = config.paths, config.train
     seed_everything(config.project.seed)
     if train_cfg.num_threads:
@@ -116,27 +133,44 @@ def _build(config: Config) -> _Session:
     manifest = read_manifest(paths.accepted, made_by="validate")
     balance = read_balance(config)
     train_rows = split_rows(manifest, "train", paths.accepted)
-    train_set = SegmentationDataset(train_rows, augment=True, seed=config.project.seed, size=train_cfg.input_size)
-    val_set = SegmentationDataset(split_rows(manifest, "val", paths.accepted), size=train_cfg.input_size)
-    sampling = _sampling(config, balance["sampler"], train_rows)
-    train_loader = DataLoader(
-        train_set, batch_size=train_cfg.batch_size, drop_last=len(train_set) > train_cfg.batch_size, **sampling
-    )
+    val_rows = split_rows(manifest, "val", paths.accepted)
+    if dist.is_main:  # rank 0 decodes; the other ranks then map the same cache files
+        make_dataset(config, info, train_rows, train=True), make_dataset(config, info, val_rows, train=False)
+    dist.barrier()
+    train_set = make_dataset(config, info, train_rows, train=True)
+    val_set = make_dataset(config, info, val_rows, train=False)
+    weights = None if balance["sampler"] == "none" else read_sample_weights(config, train_rows)
+    sampler = EpochSampler(len(train_set), config.project.seed, weights, dist.rank, dist.world)
+    per_rank = max(1, train_cfg.batch_size // dist.world)  # train.batch_size is the global batch
+    train_loader = make_loader(train_set, per_rank, sampler, drop_last=len(sampler) > per_rank)
+    val_loader = make_loader(val_set, config.evaluate.batch_size, ShardSampler(len(val_set), dist.rank, dist.world))
     device = resolve_device(train_cfg.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
     runtime = Runtime(device, train_cfg.channels_last, resolve_precision(train_cfg.precision, device))
-    model = runtime.prepare(create_segmenter(config.model, len(info.classes)))
+    model = runtime.prepare(create_model(config.model, config.project.task, len(info.classes)))
+    trained = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if dist.enabled
+        else model
+    )
     loss_fn = create_loss(train_cfg.loss, balance["weights"], info.ignore_index, train_cfg.focal_gamma)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    sampler_generator = (sampling.get("sampler") or train_loader.sampler).generator
     return _Session(
         model,
+        trained,
         optimizer,
         _schedule(config, optimizer, len(train_loader)),
         loss_fn.to(runtime.device),
         train_loader,
-        DataLoader(val_set, batch_size=config.evaluate.batch_size),
+        val_loader,
+        sampler,
+        train_set,
         runtime,
-        {"sampler": sampler_generator, "augment": train_set.generator},
+        dist,
+        config.project.task,
+        config.primary_metric,
+        config.eval_input.policy,
         info.classes,
         info.ignore_index,
     )
@@ -171,8 +205,9 @@ def _resume_point(config: Config, session: _Session, mode: str) -> TrainingState
     session.model.load_state_dict(saved["model"])
     session.optimizer.load_state_dict(saved["optimizer"])
     session.scheduler.load_state_dict(saved["scheduler"])
-    restore_rng(saved["rng"], session.generators)
-    print(f"train: resuming after epoch {state.epoch}/{config.train.epochs} from {config.paths.checkpoint}")
+    restore_rng(saved["rng"], {})  # the sampler and augmentation reseed from the epoch number
+    if session.dist.is_main:
+        print(f"train: resuming after epoch {state.epoch}/{config.train.epochs} from {config.paths.checkpoint}")
     return state
 
 
@@ -182,18 +217,35 @@ def run(config: Config, resume: str = "auto") -> TrainResult:
     ``resume``: ``auto`` (continue when possible, as after a killed ``dvc repro``), ``require`` (``--resume``:
     fail when there is nothing to continue) or ``never`` (``--fresh``).
     """
+    dist = from_env()
+    dist.start(resolve_device(config.train.device))
+    try:
+        return _run(config, resume, dist)
+    finally:
+        dist.stop()
+
+
+def _open_run(config: Config, state: TrainingState, dist: Dist) -> AbstractContextManager[tracking.RunInfo | None]:
+    """The MLflow run on rank 0 (a new one, or the checkpoint's); nothing on the other ranks."""
+    if not dist.is_main:
+        return nullcontext(None)
+    if state.run_id:
+        return tracking.continue_run(config, state.run_id)
+    model = config.model
+    run_name = f"{model.arch}-{model.encoder}" if config.project.task == "segmentation" else model.arch
+    return tracking.start_run(config, run_name=run_name, tags=_lineage_tags(config))
+
+
+def _run(config: Config, resume: str, dist: Dist) -> TrainResult:
     paths, train_cfg = config.paths, config.train
-    session = _build(config)
+    session = _build(config, dist)
     state = _resume_point(config, session, resume)
     start = time.perf_counter()
-    if state.run_id:
-        run_context = tracking.continue_run(config, state.run_id)
-    else:
-        run_name = f"{config.model.arch}-{config.model.encoder}"
-        run_context = tracking.start_run(config, run_name=run_name, tags=_lineage_tags(config))
-    with run_context as run_info:
-        if not state.run_id:
+    threshold = None
+    with _open_run(config, state, dist) as run_info:
+        if run_info is not None and not state.run_id:
             _log_data_stages(config)
+            tracking.log_metrics({"train/world_size": dist.world})
             state.run_id = run_info.run_id
         epochs = tqdm(
             range(state.epoch + 1, train_cfg.epochs + 1),
@@ -201,45 +253,77 @@ def run(config: Config, resume: str = "auto") -> TrainResult:
             unit="epoch",
             initial=state.epoch,
             total=train_cfg.epochs,
+            disable=not dist.is_main,
         )
         for epoch in epochs:
             row = _train_epoch(session, epoch, train_cfg.grad_clip)
-            epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val_miou=f"{row['val_miou']:.3f}")
-            if _record_epoch(config, session, state, row):
-                save_model(
-                    session.model,
-                    paths.weights,
-                    config.model,
-                    session.classes,
-                    session.ignore_index,
-                    {"epoch": epoch, "val_miou": row["val_miou"]},
+            epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
+            if _record_epoch(config, session, state, row) and dist.is_main:
+                _save_best(config, session, epoch, row)
+            if dist.is_main:
+                save_checkpoint(
+                    paths.checkpoint,
+                    model=session.model,
+                    optimizer=session.optimizer,
+                    scheduler=session.scheduler,
+                    state=state,
+                    generators={},
                 )
-            save_checkpoint(
-                paths.checkpoint,
-                model=session.model,
-                optimizer=session.optimizer,
-                scheduler=session.scheduler,
-                state=state,
-                generators=session.generators,
-            )
             if train_cfg.early_stopping and state.epochs_without_improvement >= train_cfg.early_stopping:
-                tqdm.write(f"train: stopping early, no better val mIoU for {train_cfg.early_stopping} epochs")
+                if dist.is_main:
+                    tqdm.write(f"train: stopping early, no better val score for {train_cfg.early_stopping} epochs")
                 break
-        pd.DataFrame(state.history).to_csv(paths.history, index=False)
-        tracking.log_artifact(paths.history, "training")
-        tracking.log_metrics({"train/best_epoch": state.best_epoch, "train/best_val_miou": state.best_score})
-        tracking.write_run_info(run_info, paths.run_info)
+        if dist.is_main:
+            if is_binary(session.task, len(session.classes)):
+                threshold = _choose_threshold(config, session)
+            pd.DataFrame(state.history).to_csv(paths.history, index=False)
+            tracking.log_artifact(paths.history, "training")
+            tracking.log_metrics({"train/best_epoch": state.best_epoch, "train/best_val_score": state.best_score})
+            tracking.write_run_info(run_info, paths.run_info)
     seconds = time.perf_counter() - start
-    print(
-        f"train: best val mIoU {state.best_score:.4f} at epoch {state.best_epoch}/{train_cfg.epochs} "
-        f"({seconds:.0f}s this session) -> {paths.weights}"
+    if dist.is_main:
+        print(
+            f"train: best val {config.primary_metric} {state.best_score:.4f} at epoch {state.best_epoch}/"
+            f"{train_cfg.epochs} ({seconds:.0f}s this session, {dist.world} process(es)) -> {paths.weights}"
+        )
+    return TrainResult(state.best_epoch, state.best_score, state.epoch, seconds, state.run_id, threshold)
+
+
+def _save_best(config: Config, session: _Session, epoch: int, row: dict[str, float]) -> None:
+    save_model(
+        session.model,
+        config.paths.weights,
+        config.model,
+        session.task,
+        session.classes,
+        session.ignore_index,
+        {"epoch": epoch, f"val_{config.primary_metric}": row["val_score"]},
     )
-    return TrainResult(state.best_epoch, state.best_score, state.epoch, seconds, state.run_id)
+
+
+def _choose_threshold(config: Config, session: _Session) -> float:
+    """Binary segmentation: the tau that maximises foreground Dice of the best model on val, stored with it."""
+    model, _ = load_model(config.paths.weights)
+    model = session.runtime.prepare(model)
+    counts: list[np.ndarray] = []
+
+    def collect(preds: list[torch.Tensor], targets: list[torch.Tensor], logits: list[torch.Tensor]) -> None:
+        counts.extend(threshold_counts(x, y, session.ignore_index) for x, y in zip(logits, targets, strict=True))
+
+    loader = make_loader(session.val_loader.dataset, config.evaluate.batch_size)  # the whole val split
+    evaluate(model, loader, None, 2, session.ignore_index, session.runtime, session.policy, on_batch=collect)
+    tau, dice = best_threshold(np.sum(counts, axis=0))
+    update_meta(config.paths.weights, threshold=tau, threshold_dice=dice)
+    tracking.log_metrics({"train/threshold": tau, "train/threshold_val_dice": dice})
+    tqdm.write(f"train: binary threshold {tau:.3f} (val foreground Dice {dice:.4f}) stored in {config.paths.weights}")
+    return tau
 
 
 def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict[str, float]:
+    session.sampler.set_epoch(epoch)
+    session.train_set.set_epoch(epoch, session.dist.rank)
     fit = train_one_epoch(
-        session.model,
+        session.trained,
         session.train_loader,
         session.loss_fn,
         session.optimizer,
@@ -249,40 +333,44 @@ def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict
         grad_clip=grad_clip,
     )
     val = evaluate(
-        session.model, session.val_loader, session.loss_fn, len(session.classes), session.ignore_index, session.runtime
+        session.model,
+        session.val_loader,
+        session.loss_fn,
+        len(session.classes),
+        session.ignore_index,
+        session.runtime,
+        session.policy,
     )
-    val_miou = segmentation_metrics(val.confusion, session.classes)["miou"]
+    dist = session.dist
+    confusion = dist.sum(val.confusion)
+    loss_sum, images = dist.sum(torch.tensor([val.loss * val.images, float(val.images)], dtype=torch.float64))
+    metrics = task_metrics(session.task, confusion, session.classes)
+    primary = session.primary
+    ips = dist.sum(torch.tensor([fit["images_per_second"]], dtype=torch.float64)).item()  # all ranks together
     return {
         "epoch": epoch,
         "train_loss": fit["loss"],
-        "val_loss": val.loss,
-        "val_miou": val_miou,
+        "val_loss": float(loss_sum / images.clamp_min(1)),
+        "val_score": metrics[primary],
+        f"val_{primary}": metrics[primary],
         "lr": session.optimizer.param_groups[0]["lr"],
-        "train_images_per_second": fit["images_per_second"],
+        "train_images_per_second": ips,
     }
 
 
 def _record_epoch(config: Config, session: _Session, state: TrainingState, row: dict[str, float]) -> bool:
-    """Log the epoch, update the state; True when this epoch is the best so far."""
+    """Log the epoch (rank 0), update the state; True when this epoch is the best so far."""
     state.epoch = int(row["epoch"])
     state.history.append(row)
-    # "train/..." keeps the curves apart from evaluate's final val_* metrics of the chosen model
-    tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=state.epoch)
-    tqdm.write(
-        f"epoch {state.epoch:3d}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-        f"val_miou {row['val_miou']:.4f}  {row['train_images_per_second']:.1f} img/s"
-    )
-    if row["val_miou"] > state.best_score:
-        state.best_score, state.best_epoch, state.epochs_without_improvement = row["val_miou"], state.epoch, 0
+    if session.dist.is_main:
+        # "train/..." keeps the curves apart from evaluate's final val_* metrics of the chosen model
+        tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=state.epoch)
+        tqdm.write(
+            f"epoch {state.epoch:3d}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"val_{config.primary_metric} {row['val_score']:.4f}  {row['train_images_per_second']:.1f} img/s"
+        )
+    if row["val_score"] > state.best_score:
+        state.best_score, state.best_epoch, state.epochs_without_improvement = row["val_score"], state.epoch, 0
         return True
     state.epochs_without_improvement += 1
     return False
-
-
-def _sampling(config: Config, sampler: str, rows: pd.DataFrame) -> dict[str, object]:
-    """DataLoader arguments: a seeded shuffle, or a seeded weighted sampler over the repeat factors."""
-    generator = torch.Generator().manual_seed(config.project.seed)
-    if sampler == "none":
-        return {"shuffle": True, "generator": generator}
-    factors = torch.tensor(read_sample_weights(config, rows), dtype=torch.double)
-    return {"sampler": WeightedRandomSampler(factors, num_samples=len(rows), replacement=True, generator=generator)}

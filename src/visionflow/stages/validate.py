@@ -103,6 +103,14 @@ def checks(config: Config) -> list[Check]:
             gxe.ExpectColumnValuesToBeNull(column="mask_error"),
         ),
         (
+            "label_known",
+            "rows",
+            "error",
+            "the image has one class from the class list",
+            ("label_error",),
+            gxe.ExpectColumnValuesToBeNull(column="label_error"),
+        ),
+        (
             "bit_depth",
             "rows",
             "error",
@@ -236,10 +244,18 @@ def checks(config: Config) -> list[Check]:
         raise ValueError(
             f"validate.severity names unknown checks {sorted(unknown)}; checks: {', '.join(s[0] for s in specs)}"
         )
+    skip = _CLASSIFICATION_ONLY if config.project.task == "segmentation" else _SEGMENTATION_ONLY
     return [
         Check(name, frame, v.severity.get(name, sev), expected, cols, exp)
         for name, frame, sev, expected, cols, exp in specs
+        if name not in skip
     ]
+
+
+_SEGMENTATION_ONLY = frozenset(
+    {"mask_decodes", "mask_bit_depth", "mask_width", "mask_height", "mask_values", "mask_labelled"}
+)
+_CLASSIFICATION_ONLY = frozenset({"label_known"})
 
 
 class _Suites:

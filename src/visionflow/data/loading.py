@@ -1,0 +1,60 @@
+"""From config and manifest rows to datasets and loaders: the one place train and evaluate build them."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader, Sampler
+
+from visionflow.config import Config
+from visionflow.data.dataset import DecodedCache, ImageDataset
+from visionflow.data.sources import DatasetInfo
+from visionflow.data.transforms import Augment, pad_collate
+
+__all__ = ["ShardSampler", "make_dataset", "make_loader"]
+
+
+def make_dataset(config: Config, info: DatasetInfo, rows: pd.DataFrame, train: bool) -> ImageDataset:
+    """Training items (augmented, at ``train.input``) or evaluation items (``evaluate.input``, original masks)."""
+    classification = config.project.task == "classification"
+    cache = DecodedCache.open(rows, config.paths.cache, with_masks=not classification)
+    labels = rows["label"].to_numpy(dtype=np.int64) if classification else None
+    spec = config.train.input if train else config.eval_input
+    augment = None
+    if train:
+        a = config.train.augment
+        augment = Augment(hflip=a.hflip, vflip=a.vflip, scale=a.scale, color_jitter=a.color_jitter)
+    return ImageDataset(
+        rows,
+        cache,
+        labels=labels,
+        policy=spec.policy,
+        size=spec.size,
+        ignore_index=info.ignore_index,
+        augment=augment,
+        seed=config.project.seed,
+        original_masks=not train,
+    )
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world``-th index from ``rank``, in order: evaluation split across DDP ranks, nothing repeated."""
+
+    def __init__(self, size: int, rank: int = 0, world: int = 1) -> None:
+        self.indices = list(range(rank, size, world))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+
+def make_loader(
+    dataset: ImageDataset, batch_size: int, sampler: Sampler[int] | None = None, drop_last: bool = False
+) -> DataLoader:
+    """Batches of (images, targets, sizes); mixed sizes are padded (ignore index in masks)."""
+    collate = partial(pad_collate, ignore_index=dataset.ignore_index)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=drop_last)

@@ -1,0 +1,183 @@
+"""Geometry and colour transforms on uint8 tensors, applied identically to an image and its mask.
+
+Images are (H, W, 3) uint8, masks (H, W) int64; both stay on the CPU. Pure functions plus one ``Augment``
+object that draws its randomness from a ``torch.Generator`` it is given, so training is deterministic and a
+resumed run draws the same numbers.
+
+Input policies (``train.input`` / ``evaluate.input``):
+
+- ``resize``: bilinear image, nearest-neighbour mask, to ``size``.
+- ``pad``: pad bottom and right to ``size`` (or to the next multiple of 32 without one): the model sees every
+  pixel at its native resolution. Padding is black in the image and the ignore index in the mask.
+- ``crop``: a random ``size`` window in training (padded first where the image is smaller); evaluation never
+  crops, because every pixel must be scored.
+
+Evaluation scores at the original mask resolution: :func:`restore` maps logits back (interpolation for
+``resize``, slicing off the padding for ``pad``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "STRIDE",
+    "Augment",
+    "apply_policy",
+    "pad_collate",
+    "pad_to",
+    "resize",
+    "restore",
+    "round_up",
+]
+
+STRIDE = 32  # encoders downsample by 32: sides must be multiples of it
+
+
+def round_up(value: int, multiple: int = STRIDE) -> int:
+    return -(-value // multiple) * multiple
+
+
+def resize(
+    image: torch.Tensor, mask: torch.Tensor | None, size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Bilinear (antialiased when shrinking) for the image, nearest for the mask."""
+    height, width = int(size[0]), int(size[1])
+    if tuple(image.shape[:2]) == (height, width):
+        return image, mask
+    x = image.permute(2, 0, 1)[None].float()
+    shrink = height < image.shape[0] or width < image.shape[1]
+    x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
+    out = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+    if mask is not None:
+        mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
+    return out, mask
+
+
+def pad_to(
+    image: torch.Tensor, mask: torch.Tensor | None, size: Sequence[int], ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pad bottom/right up to ``size`` (never shrinks): zeros in the image, ``ignore_index`` in the mask."""
+    pad_h, pad_w = max(0, int(size[0]) - image.shape[0]), max(0, int(size[1]) - image.shape[1])
+    if not pad_h and not pad_w:
+        return image, mask
+    image = F.pad(image.permute(2, 0, 1), (0, pad_w, 0, pad_h)).permute(1, 2, 0)
+    if mask is not None:
+        mask = F.pad(mask, (0, pad_w, 0, pad_h), value=ignore_index)
+    return image, mask
+
+
+def _crop(
+    image: torch.Tensor, mask: torch.Tensor | None, size: Sequence[int], top: int, left: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    height, width = int(size[0]), int(size[1])
+    image = image[top : top + height, left : left + width]
+    return image, None if mask is None else mask[top : top + height, left : left + width]
+
+
+def apply_policy(
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    policy: str,
+    size: Sequence[int] | None,
+    ignore_index: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Bring one sample to the model's input size. ``crop`` is random with a generator, centred without one."""
+    if policy == "resize":
+        return resize(image, mask, size) if size is not None else (image, mask)
+    target = size if size is not None else (round_up(image.shape[0]), round_up(image.shape[1]))
+    if policy == "pad":
+        return pad_to(image, mask, target, ignore_index)
+    if policy != "crop":
+        raise ValueError(f"unknown input policy '{policy}'; choose resize, pad or crop")
+    image, mask = pad_to(image, mask, target, ignore_index)
+    spare_h, spare_w = image.shape[0] - int(target[0]), image.shape[1] - int(target[1])
+    if generator is None:
+        top, left = spare_h // 2, spare_w // 2
+    else:
+        top = int(torch.randint(spare_h + 1, (1,), generator=generator))
+        left = int(torch.randint(spare_w + 1, (1,), generator=generator))
+    return _crop(image, mask, target, top, left)
+
+
+def restore(logits: torch.Tensor, sizes: Sequence[int], policy: str) -> torch.Tensor:
+    """(N, C, h, w) logits -> (N, C, H, W) at the original resolution.
+
+    ``sizes`` is (input height, input width, original height, original width): the collate padding beyond the
+    input is sliced off first, then ``pad`` slices off its own padding and ``resize`` interpolates.
+    """
+    in_h, in_w, height, width = (int(v) for v in sizes)
+    logits = logits[..., :in_h, :in_w]
+    if (in_h, in_w) == (height, width):
+        return logits
+    if policy == "pad":
+        return logits[..., :height, :width]
+    return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Train-time augmentation; geometry applies to image and mask alike, colour to the image only."""
+
+    hflip: float = 0.5  # probability of a left-right flip
+    vflip: float = 0.0  # probability of an up-down flip
+    scale: tuple[float, float] | None = None  # random rescale range, then a random crop/pad back to the size
+    color_jitter: float = 0.0  # max relative change of brightness, contrast and saturation
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor | None,
+        ignore_index: int,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        def draw() -> float:
+            return float(torch.rand(1, generator=generator))
+
+        if self.scale is not None:
+            low, high = self.scale
+            factor = low + (high - low) * draw()
+            height, width = image.shape[:2]
+            scaled = (max(1, round(height * factor)), max(1, round(width * factor)))
+            image, mask = resize(image, mask, scaled)
+            image, mask = apply_policy(image, mask, "crop", (height, width), ignore_index, generator)
+        if draw() < self.hflip:
+            image, mask = image.flip(1), None if mask is None else mask.flip(1)
+        if draw() < self.vflip:
+            image, mask = image.flip(0), None if mask is None else mask.flip(0)
+        if self.color_jitter > 0:
+            factors = [1 + self.color_jitter * (2 * draw() - 1) for _ in range(3)]
+            image = jitter_colour(image, *factors)
+        return image, mask
+
+
+def jitter_colour(image: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
+    """Scale brightness, contrast (around the mean grey) and saturation (around each pixel's grey)."""
+    x = image.float() * brightness
+    grey = x @ torch.tensor([0.299, 0.587, 0.114])
+    x = (x - grey.mean()) * contrast + grey.mean()
+    grey = (x @ torch.tensor([0.299, 0.587, 0.114]))[..., None]
+    x = (x - grey) * saturation + grey
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def pad_collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack (image, target, sizes) items. Images are padded to the batch's largest side rounded up to a multiple
+    of 32; a mask the size of its image is padded with it, any other mask (an original-resolution mask in
+    evaluation) to the largest mask; padding is the ignore index, so it never counts."""
+    images, targets, sizes = zip(*batch, strict=True)
+    side = (round_up(max(i.shape[0] for i in images)), round_up(max(i.shape[1] for i in images)))
+    if targets[0].ndim == 2:
+        aligned = [tuple(t.shape) == tuple(i.shape[:2]) for i, t in zip(images, targets, strict=True)]
+        mask_side = [side if a else tuple(t.shape) for a, t in zip(aligned, targets, strict=True)]
+        top = (max(s[0] for s in mask_side), max(s[1] for s in mask_side))
+        targets = tuple(F.pad(t, (0, top[1] - t.shape[1], 0, top[0] - t.shape[0]), value=ignore_index) for t in targets)
+    images = tuple(pad_to(i, None, side, ignore_index)[0] for i in images)
+    return torch.stack(images), torch.stack(targets), torch.stack(sizes)

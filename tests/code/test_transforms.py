@@ -1,0 +1,115 @@
+"""Input policies, augmentation, mapping logits back to the original resolution, batching mixed sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from visionflow.data.dataset import EpochSampler
+from visionflow.data.transforms import Augment, apply_policy, pad_collate, restore, round_up
+
+
+def sample(height: int = 45, width: int = 70) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image whose red channel encodes its mask, so any geometric mismatch between them shows."""
+    mask = torch.randint(0, 5, (height, width))
+    image = torch.stack([mask * 50, torch.randint(0, 255, (height, width)), mask * 10], dim=-1).to(torch.uint8)
+    return image, mask
+
+
+def assert_aligned(image: torch.Tensor, mask: torch.Tensor, ignore: int = 255) -> None:
+    labelled = mask != ignore
+    assert torch.equal(image[..., 0][labelled].long(), mask[labelled] * 50)
+
+
+@pytest.mark.parametrize("policy", ["resize", "pad", "crop"])
+def test_policies_reach_the_input_size_and_keep_image_and_mask_aligned(policy: str) -> None:
+    image, mask = sample()
+    out_image, out_mask = apply_policy(image, mask, policy, (64, 96), 255, torch.Generator().manual_seed(1))
+    assert out_image.shape == (64, 96, 3) and out_mask.shape == (64, 96)
+    if policy != "resize":  # nearest-neighbour masks vs bilinear images only agree exactly without resampling
+        assert_aligned(out_image, out_mask)
+    if policy == "pad":
+        assert (out_mask[45:] == 255).all() and (out_image[45:] == 0).all(), "padding is ignored, never a class"
+
+
+def test_pad_without_a_size_rounds_up_to_the_encoder_stride() -> None:
+    image, mask = sample(45, 70)
+    out_image, out_mask = apply_policy(image, mask, "pad", None, 255)
+    assert out_image.shape[:2] == (64, 96) == (round_up(45), round_up(70))
+    assert torch.equal(out_mask[:45, :70], mask)
+
+
+@pytest.mark.parametrize("policy", ["resize", "pad"])
+def test_restore_maps_logits_back_to_the_original_mask_size(policy: str) -> None:
+    logits = torch.randn(2, 3, 64, 96)
+    restored = restore(logits, (64, 96, 45, 70), policy)
+    assert restored.shape == (2, 3, 45, 70)
+    if policy == "pad":
+        assert torch.equal(restored, logits[..., :45, :70])
+
+
+def test_restore_drops_the_batch_padding_before_resizing() -> None:
+    logits = torch.zeros(1, 1, 64, 64)
+    logits[..., :48, :] = 1.0  # the input was 48 rows; 16 rows of collate padding below it
+    assert restore(logits, (48, 64, 24, 32), "resize").min() == 1.0
+
+
+def test_augmentation_moves_image_and_mask_together_and_is_reproducible() -> None:
+    image, mask = sample(64, 64)
+    augment = Augment(hflip=0.5, vflip=0.5, scale=(0.6, 1.4))
+    outputs = []
+    for seed in (3, 3, 4):
+        generator = torch.Generator().manual_seed(seed)
+        out_image, out_mask = augment(image, mask, 255, generator)
+        assert out_image.shape == (64, 64, 3) and out_mask.shape == (64, 64)
+        outputs.append((out_image, out_mask))
+    assert torch.equal(outputs[0][1], outputs[1][1]), "same seed, same draw"
+    assert not torch.equal(outputs[0][1], outputs[2][1])
+    flips = Augment(hflip=1.0, vflip=1.0)
+    flipped_image, flipped_mask = flips(image, mask, 255, torch.Generator())
+    assert torch.equal(flipped_mask, mask.flip(0).flip(1))
+    assert_aligned(flipped_image, flipped_mask)
+
+
+def test_colour_jitter_changes_the_image_only() -> None:
+    image, mask = sample(32, 32)
+    out_image, out_mask = Augment(hflip=0.0, color_jitter=0.5)(image, mask, 255, torch.Generator().manual_seed(0))
+    assert torch.equal(out_mask, mask) and not torch.equal(out_image, image)
+    assert out_image.dtype == torch.uint8
+
+
+def test_collate_pads_mixed_sizes_with_the_ignore_index() -> None:
+    items = []
+    for height, width in ((30, 40), (50, 20)):
+        image, mask = sample(height, width)
+        items.append((image, mask, torch.tensor([height, width, height, width])))
+    images, masks, sizes = pad_collate(items, ignore_index=255)
+    assert images.shape == (2, 64, 64, 3) and masks.shape == (2, 64, 64)
+    assert (masks[0, 30:] == 255).all() and (masks[1, :, 20:] == 255).all()
+    assert sizes.tolist() == [[30, 40, 30, 40], [50, 20, 50, 20]]
+
+
+def test_epoch_sampler_splits_one_weighted_draw_across_ranks() -> None:
+    weights = np.array([1.0, 1.0, 8.0, 1.0, 1.0, 1.0, 1.0])
+    single = list(EpochSampler(7, seed=5, weights=weights))
+    shards = [EpochSampler(7, seed=5, weights=weights, rank=r, world=2) for r in range(2)]
+    drawn = [list(s) for s in shards]
+    assert len(drawn[0]) == len(drawn[1]) == 4
+    merged = EpochSampler(7, seed=5, weights=weights, world=2)  # the list both ranks split
+    full = torch.multinomial(merged.weights, 8, replacement=True, generator=torch.Generator().manual_seed(5_000_015))
+    assert sorted(drawn[0] + drawn[1]) == sorted(full.tolist())
+    assert len(single) == 7
+    counts = np.bincount([i for e in range(200) for i in _epoch(shards[0], e) + _epoch(shards[1], e)], minlength=7)
+    assert counts[2] / counts.sum() == pytest.approx(8 / 14, abs=0.05), "weighted sampling holds across ranks"
+
+
+def _epoch(sampler: EpochSampler, epoch: int) -> list[int]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
+    a, b = EpochSampler(20, seed=1), EpochSampler(20, seed=1)
+    assert _epoch(a, 3) == _epoch(b, 3) and _epoch(a, 3) != _epoch(a, 4)
+    assert sorted(_epoch(a, 2)) == list(range(20)), "without weights: a permutation"
