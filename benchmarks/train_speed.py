@@ -103,7 +103,8 @@ def visionflow(args: argparse.Namespace, data: list[Any], precision: str, compil
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def train_step(batch: Any) -> None:
-        train_one_epoch(model, [batch], loss_fn, optimizer, runtime, desc="bench")
+        images, masks = batch
+        train_one_epoch(model, [(images, masks, None)], loss_fn, optimizer, runtime, desc="bench")  # sizes: eval only
 
     def infer_step(batch: Any) -> None:
         predict_logits(model, batch[0], runtime).argmax(1)

@@ -265,6 +265,12 @@ class InputConfig(_Section):
     size: tuple[int, int] | None = None  # (height, width), multiples of 32; null: the image's own size
     policy: Literal["resize", "pad", "crop"] = "resize"  # crop: random in training (evaluation never crops)
 
+    @model_validator(mode="after")
+    def _stride(self) -> InputConfig:
+        if self.size is not None and any(side < 32 or side % 32 for side in self.size):
+            raise ValueError(f"size {list(self.size)}: height and width must be positive multiples of 32")
+        return self
+
 
 class AugmentConfig(_Section):
     """Train-time augmentation: geometry applies to image and mask alike, colour to the image only."""
@@ -273,6 +279,12 @@ class AugmentConfig(_Section):
     vflip: float = Field(0.0, ge=0, le=1)  # probability of an up-down flip
     scale: tuple[float, float] | None = None  # random rescale range (e.g. [0.75, 1.5]), cropped/padded back
     color_jitter: float = Field(0.0, ge=0, lt=1)  # max relative change of brightness, contrast, saturation
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> AugmentConfig:
+        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale {list(self.scale)}: expected [low, high] with 0 < low <= high")
+        return self
 
 
 LossTerm = Literal["ce", "dice", "focal"]
@@ -316,7 +328,7 @@ class EvaluateConfig(_Section):
 
 
 class RegisterConfig(_Section):
-    model_name: str = "visionflow-segmenter"  # registered model name in MLflow
+    model_name: str | None = None  # registered model name; null: visionflow-segmenter / visionflow-classifier
     metric: str | None = None  # compared with the champion's, higher is better; null: val_miou / val_accuracy
 
 
@@ -359,6 +371,12 @@ class Config(_Section):
             return self.evaluate.input
         policy = "resize" if self.train.input.policy == "resize" else "pad"
         return InputConfig(size=self.train.input.size, policy=policy)
+
+    @property
+    def model_name(self) -> str:
+        """The registered model name: register.model_name, or one per task so the tasks never share aliases."""
+        default = "visionflow-segmenter" if self.project.task == "segmentation" else "visionflow-classifier"
+        return self.register_.model_name or default
 
     @property
     def primary_metric(self) -> str:

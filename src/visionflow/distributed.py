@@ -34,7 +34,8 @@ class Dist:
         if self.enabled and not dist.is_initialized():
             if device.type == "cuda":
                 torch.cuda.set_device(self.local_rank)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # CUDA tensors over NCCL; the CPU-side sums (confusion matrices, counts) over gloo
+            dist.init_process_group("cuda:nccl,cpu:gloo" if device.type == "cuda" else "gloo")
 
     def stop(self) -> None:
         if self.enabled and dist.is_initialized():
@@ -47,6 +48,13 @@ class Dist:
         out = tensor.clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
+
+    def share_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP syncs them only at the start of a
+        forward pass, so after the last step each rank holds its own. Evaluation then scores one model."""
+        if self.enabled:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
 
     def barrier(self) -> None:
         if self.enabled:

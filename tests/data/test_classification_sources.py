@@ -31,7 +31,7 @@ def imagefolder(root: Path, per_class: dict[str, int], splits: tuple[str, ...] =
         for name, count in per_class.items():
             for i in range(count):
                 seed += 1
-                image(root / split / name / f"{split}_{i}.png", seed)
+                image(root / split / name / f"img_{i}.png", seed)  # numbered per split, as is common
     return root
 
 
@@ -46,7 +46,7 @@ def test_imagefolder_labels_each_image_by_its_folder(workdir: Path) -> None:
     result = prepare.run(config)
     manifest = read_manifest(config.paths.manifest)
     assert result.images == 10 and result.per_split == {"train": 5, "val": 5}
-    assert set(manifest["id"]) >= {"cat/train_0", "dog/val_1"}, "ids name the class: stems may repeat across classes"
+    assert set(manifest["id"]) >= {"train/cat/img_0", "val/cat/img_0"}, "stems repeat across classes and splits"
     cats = manifest[manifest["image_path"].str.contains("/cat/")]
     assert (cats["label"] == 0).all() and (cats["px_0"] == 1).all() and (cats["px_1"] == 0).all()
     validate.run(config)

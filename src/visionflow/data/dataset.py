@@ -133,15 +133,18 @@ def _build(rows: pd.DataFrame, directory: Path, with_masks: bool) -> None:
                 raise ValueError(f"{row['mask_path']}: not a {tuple(shapes[i])} mask of ids below 256")
             masks[index["mask_offsets"][i] : index["mask_offsets"][i] + mask.size] = mask.ravel()
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(tqdm(pool.map(put, range(len(rows))), total=len(rows), desc="decode", unit="img", leave=False))
-    images.flush()
-    if masks is not None:
-        masks.flush()
-    np.savez(partial / "index.npz", **index)
     try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(tqdm(pool.map(put, range(len(rows))), total=len(rows), desc="decode", unit="img", leave=False))
+        images.flush()
+        if masks is not None:
+            masks.flush()
+        np.savez(partial / "index.npz", **index)
         os.replace(partial, directory)
-    except OSError:  # another process (a DDP rank) built the same cache first
+    except OSError:
+        if not (directory / "index.npz").is_file():
+            raise
+    finally:  # a failed build, or one another process (a DDP rank) finished first, leaves nothing behind
         shutil.rmtree(partial, ignore_errors=True)
 
 
@@ -220,5 +223,5 @@ class EpochSampler(Sampler[int]):
             order = torch.multinomial(self.weights, total, replacement=True, generator=generator)
         else:
             order = torch.randperm(self.size, generator=generator)
-            order = torch.cat([order, order[: total - self.size]])  # even shares: wrap around
+            order = order.repeat(math.ceil(total / self.size))[:total]  # even shares: wrap around
         return iter(order[self.rank :: self.world].tolist())

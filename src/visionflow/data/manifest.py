@@ -234,6 +234,7 @@ def read_dataset_info(path: Path) -> DatasetInfo:
         root=raw["root"],
         classes=tuple(raw["classes"]),
         ignore_index=int(raw["ignore_index"]),
+        task=raw.get("task", "segmentation"),
     )
 
 

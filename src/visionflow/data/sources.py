@@ -146,12 +146,16 @@ def _class_folder_samples(root: Path, split: str) -> list[SampleRef]:
         elif entry.is_dir():
             for path in sorted(entry.iterdir()):
                 if not path.name.startswith(".") and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                    samples.append(SampleRef(split, path, label=entry.name, name=f"{entry.name}/{path.stem}"))
+                    name = f"{split}/{entry.name}/{path.stem}"  # files are often numbered per split
+                    samples.append(SampleRef(split, path, label=entry.name, name=name))
     return samples
 
 
+NO_IGNORE = -100  # classification: every label counts (torch's cross-entropy default)
+
+
 def _ignore(data: DataConfig) -> int:
-    return data.ignore_index if data.ignore_index is not None else 255
+    return data.ignore_index if data.ignore_index is not None else NO_IGNORE
 
 
 def _imagefolder_samples(data: DataConfig, root: Path | None = None) -> tuple[list[SampleRef], DatasetInfo]:

@@ -20,6 +20,7 @@ from visionflow.config import Config
 from visionflow.data.dataset import normalise
 from visionflow.data.loading import make_dataset
 from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
+from visionflow.data.transforms import pad_collate
 from visionflow.models import load_model
 
 __all__ = ["RegisterResult", "choose_alias", "run"]
@@ -51,6 +52,7 @@ def _requirements() -> list[str]:
 def run(config: Config) -> RegisterResult:
     paths, reg = config.paths, config.register_
     metric_name = reg.metric or f"val_{config.primary_metric}"
+    model_name = config.model_name
     metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
     metric_key = metric_name.removeprefix("val_")
     value = metrics["val"].get(metric_key)
@@ -60,15 +62,16 @@ def run(config: Config) -> RegisterResult:
         )
     model, meta = load_model(paths.weights)
     rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)
-    image = make_dataset(config, read_dataset_info(paths.dataset_info), rows.iloc[:1], train=False)[0][0]
-    example = normalise(image[None]).numpy().astype(np.float32)  # one val image as the model receives it
+    dataset = make_dataset(config, read_dataset_info(paths.dataset_info), rows.iloc[:1], train=False)
+    images, _, _ = pad_collate([dataset[0]], dataset.ignore_index)  # one val image as the model receives it
+    example = normalise(images).numpy().astype(np.float32)
 
-    before = tracking.registry_metric(config, reg.model_name, "champion", metric_name)
+    before = tracking.registry_metric(config, model_name, "champion", metric_name)
     with tracking.open_run(config, paths.run_info) as run_info:
         version = tracking.log_model_version(
             model,
             example,
-            reg.model_name,
+            model_name,
             _requirements(),
             metadata={k: meta[k] for k in ("task", "classes", "ignore_index", "threshold") if k in meta},
         )
@@ -79,9 +82,9 @@ def run(config: Config) -> RegisterResult:
             "data_hash": tracking.data_hash(config),
             "run_id": run_info.run_id,
         }
-        tracking.set_alias(config, reg.model_name, alias, version, tags)
+        tracking.set_alias(config, model_name, alias, version, tags)
     result = RegisterResult(
-        reg.model_name,
+        model_name,
         version,
         alias,
         metric_name,
@@ -92,5 +95,5 @@ def run(config: Config) -> RegisterResult:
     paths.registry.mkdir(parents=True, exist_ok=True)
     paths.registration.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     against = f" (champion v{before[0]} had {before[1]:.4f})" if before else " (no champion before)"
-    print(f"register: {reg.model_name} version {version} -> @{alias}, {metric_name} {value:.4f}{against}")
+    print(f"register: {model_name} version {version} -> @{alias}, {metric_name} {value:.4f}{against}")
     return result

@@ -134,7 +134,7 @@ def _build(config: Config, dist: Dist) -> _Session:
     balance = read_balance(config)
     train_rows = split_rows(manifest, "train", paths.accepted)
     val_rows = split_rows(manifest, "val", paths.accepted)
-    if dist.is_main:  # rank 0 decodes; the other ranks then map the same cache files
+    if dist.local_rank == 0:  # one process per machine decodes; the others then map the same cache files
         make_dataset(config, info, train_rows, train=True), make_dataset(config, info, val_rows, train=False)
     dist.barrier()
     train_set = make_dataset(config, info, train_rows, train=True)
@@ -181,6 +181,8 @@ def _fingerprint(config: Config) -> str:
         "project": config.project.model_dump(),
         "model": config.model.model_dump(),
         "train": config.train.model_dump(exclude={"num_threads"}),
+        "evaluate.input": config.eval_input.model_dump(),  # val scores pick the best epoch
+        "world_size": from_env().world,  # the epoch samples and the schedule's length depend on it
     }
     return fingerprint(parts, [config.paths.accepted, config.paths.class_weights, config.paths.sample_weights])
 
@@ -332,6 +334,7 @@ def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict
         desc=f"epoch {epoch}",
         grad_clip=grad_clip,
     )
+    session.dist.share_buffers(session.model)
     val = evaluate(
         session.model,
         session.val_loader,
