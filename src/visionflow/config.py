@@ -361,7 +361,10 @@ class Config(_Section):
                 f"data.source '{source}' is a {_other(task)} source; {task} reads {', '.join(TASK_SOURCES[task])}"
             )
         if task == "classification" and self.train.loss.get("dice"):
-            raise ValueError("train.loss 'dice' is a segmentation loss; classification takes ce and focal")
+            raise ValueError(
+                "train.loss 'dice' is a segmentation loss; classification takes ce and focal "
+                "(set train.loss.dice: 0, or train.loss: {ce: 1.0})"
+            )
         return self
 
     @property
@@ -426,6 +429,8 @@ def _describe(error: dict[str, Any]) -> str:
         owner = _section_at(loc)
         allowed = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
         return f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}"
+    if not loc:  # a rule across sections: the input is the whole file, the message says what is wrong
+        return error["msg"].removeprefix("Value error, ")
     return f"'{key}': {error['msg']} (got {error.get('input')!r})"
 
 
