@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from visionflow.config import ModelConfig  # noqa: E402
-from visionflow.data.dataset import normalise  # noqa: E402
+from visionflow.data.transforms import normalise  # noqa: E402
 from visionflow.engine import Runtime, predict_logits, train_one_epoch  # noqa: E402
 from visionflow.losses import create_loss  # noqa: E402
 from visionflow.models import create_segmenter  # noqa: E402

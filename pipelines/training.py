@@ -20,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from a closed network
 
 from prefect import flow, get_run_logger, task
+from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact
 
 from visionflow.config import load_config
@@ -45,6 +46,9 @@ def repro_stage(stage: str, repo: Path = REPO) -> str:
     """Run one stage through DVC, streaming its output into the Prefect log."""
     logger = get_run_logger()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    flow_run_id = prefect_runtime.flow_run.id
+    if flow_run_id:  # lineage: register tags the model version with the flow run that produced it
+        env["VISIONFLOW_FLOW_RUN_ID"] = str(flow_run_id)
     command = [_dvc(), "repro", "--single-item", stage]
     logger.info("running %s in %s", " ".join(command), repo)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from visionflow.config import ConfigError, load_config
+from visionflow.config import Config, ConfigError, load_config
 from visionflow.stages import STAGES
 
 __all__ = ["app", "main"]
@@ -72,6 +72,96 @@ for _name, _doc in STAGES.items():
         app.command(name="train")(train_command)
     else:
         _register_stage(_name, _doc)
+
+
+def load_config_defaults() -> Config:
+    """Outside a project (no params.yaml): the defaults, so `predict` works anywhere MLflow is reachable."""
+    return Config()
+
+
+def _config(params: Path) -> Any:
+    try:
+        return load_config(params)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _guarded(name: str, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except _USER_ERRORS as exc:
+        typer.echo(f"error: {name}: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+@app.command("models")
+def models_command(params: ParamsOption = Path("params.yaml")) -> None:
+    """List the registered versions: aliases, headline metric, commit, gate decision."""
+    from visionflow import registry, tracking
+
+    config = _config(params)
+    _guarded("models", lambda: tracking.ensure_reachable(config))
+    rows = _guarded("models", lambda: registry.versions_table(config))
+    if not rows:
+        typer.echo(f"{config.model_name}: no versions registered yet (run `dvc repro`)")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    typer.echo(f"{config.model_name} ({tracking.tracking_uri(config)})")
+    typer.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        typer.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+@app.command("promote")
+def promote_command(
+    version: Annotated[str, typer.Argument(help="model version to make champion")],
+    force: Annotated[bool, typer.Option("--force", help="skip the gate (the decision records it)")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Run the promotion gate for VERSION against the champion on the current val split; --force skips it."""
+    from visionflow import registry, tracking
+    from visionflow.stages.register import report
+
+    config = _config(params)
+    _guarded("promote", lambda: tracking.ensure_reachable(config))
+    decision = _guarded("promote", lambda: registry.gate_and_alias(config, version, force=force))
+    report(decision)
+    if not decision.promoted and decision.alias != "champion":
+        raise typer.Exit(code=3)  # not promoted: scripts can tell
+
+
+@app.command("rollback")
+def rollback_command(params: ParamsOption = Path("params.yaml")) -> None:
+    """Make the previous champion the champion again."""
+    from visionflow import registry, tracking
+
+    config = _config(params)
+    _guarded("rollback", lambda: tracking.ensure_reachable(config))
+    demoted, restored = _guarded("rollback", lambda: registry.rollback(config))
+    typer.echo(f"rollback: {config.model_name} @champion v{demoted} -> v{restored}")
+
+
+@app.command("predict")
+def predict_command(
+    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/3, runs:/..., a path")],
+    input_dir: Annotated[Path, typer.Option("--input", help="folder of images")],
+    output_dir: Annotated[Path, typer.Option("--output", help="where masks + overlays or predictions.csv go")],
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Run a logged model over a folder: masks (PNG of class ids) plus overlays, or a CSV of labels."""
+    from visionflow import tracking
+    from visionflow.predict import predict_folder
+
+    config = load_config(params) if params.is_file() else load_config_defaults()
+    if model.startswith("models:/"):
+        _guarded("predict", lambda: tracking.ensure_reachable(config))
+    predictor = _guarded("predict", lambda: tracking.load_predictor(config, model))
+    result = _guarded("predict", lambda: predict_folder(predictor, input_dir, output_dir, batch_size))
+    failed = f", {result.failed} unreadable (see errors.csv)" if result.failed else ""
+    typer.echo(f"predict: {result.images} images -> {result.output}{failed}")
 
 
 def main() -> None:

@@ -163,6 +163,11 @@ class PathsConfig(_Section):
     def registration(self) -> Path:
         return self.registry / "registration.json"
 
+    @property
+    def decision(self) -> Path:
+        """The last promotion decision (register stage, `visionflow promote`): aliases, reasons, the gate's numbers."""
+        return self.registry / "decision.json"
+
 
 class SplitDirs(_Section):
     images: str  # folder of images, relative to data.root
@@ -329,7 +334,12 @@ class EvaluateConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str | None = None  # registered model name; null: visionflow-segmenter / visionflow-classifier
-    metric: str | None = None  # compared with the champion's, higher is better; null: val_miou / val_accuracy
+    metric: str | None = None  # headline metric in listings and tags; null: val_miou / val_accuracy
+    # The promotion gate: candidate and champion scored now on the current val split, paired by image.
+    min_delta: float = 0.0  # the CI's lower bound of the mean per-image gain must exceed this
+    max_class_drop: float = Field(0.05, ge=0)  # largest allowed drop of any class's IoU (classification: recall)
+    bootstrap_resamples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
 class TrackingConfig(_Section):

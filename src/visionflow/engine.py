@@ -15,8 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from visionflow.data.dataset import normalise
-from visionflow.data.transforms import restore
+from visionflow.data.transforms import normalise, restore
 from visionflow.metrics import confusion_matrix
 
 __all__ = [

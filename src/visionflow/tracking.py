@@ -10,6 +10,7 @@ working tree with a local artifact folder (no server needed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -27,18 +28,26 @@ from visionflow.config import Config
 
 __all__ = [
     "RunInfo",
+    "TrackingUnavailable",
+    "client",
     "continue_run",
     "data_hash",
+    "delete_alias",
+    "ensure_reachable",
     "git_commit",
+    "list_versions",
+    "load_predictor",
     "log_artifact",
     "log_metrics",
-    "log_model_version",
+    "log_pyfunc_version",
     "open_run",
     "read_run_info",
     "registry_metric",
     "set_alias",
+    "set_version_tags",
     "start_run",
     "tracking_uri",
+    "version_by_alias",
     "write_run_info",
 ]
 
@@ -167,47 +176,137 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
-def log_model_version(
-    model: Any, example: Any, name: str, pip_requirements: list[str], metadata: Mapping[str, Any]
+def log_pyfunc_version(
+    weights: Path,
+    prep: Any,
+    example: Any,
+    name: str,
+    pip_requirements: list[str],
+    metadata: Mapping[str, Any],
 ) -> str:
-    """Log a torch model with a signature inferred from ``example`` and register it; returns the version."""
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
+    """Log the self-contained pyfunc (weights, preprocessing, the visionflow package as code) into the active run,
+    with its signature and ``example`` (a one-image input frame) as input example; register it; return the version.
+    """
+    import tempfile
 
-    with torch.inference_mode():
-        with_output = model(torch.from_numpy(example)).numpy()
-    signature = infer_signature(example, with_output)
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        signature=signature,
-        registered_model_name=name,
-        pip_requirements=pip_requirements,
-        metadata=dict(metadata),
-        serialization_format="pickle",
-    )
+    import mlflow
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    import visionflow
+    from visionflow.serving import PREPROCESSING_FILE, Predictor, VisionflowPyfunc, decode_image, to_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prep_path = Path(tmp) / PREPROCESSING_FILE
+        prep.write(prep_path)
+        predictor = Predictor.from_files(weights, prep_path)
+        output = to_frame(prep, predictor.predict([decode_image(v) for v in example["image"]]))
+        signature = ModelSignature(  # an image cell is a base64 string or a uint8 array
+            inputs=Schema([ColSpec(AnyType(), "image")]), outputs=infer_signature(example, output).outputs
+        )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=VisionflowPyfunc(),
+            artifacts={"weights": str(weights), "preprocessing": str(prep_path)},
+            code_paths=[str(Path(visionflow.__file__).parent)],
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            pip_requirements=pip_requirements,
+            metadata=dict(metadata),
+        )
     return str(info.registered_model_version)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The configured tracking server does not answer."""
+
+
+def ensure_reachable(config: Config, timeout: float = 3.0) -> None:
+    """Fail in seconds, naming the URI, when a tracking server is configured but down (MLflow's own client would
+    retry for minutes, possibly after a run was half-logged). Local stores need no check."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri(config)
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise TrackingUnavailable(
+        f"MLflow tracking server {uri} is not reachable ({reason}); start it, or unset MLFLOW_TRACKING_URI "
+        "(and tracking.uri) to use the embedded SQLite store"
+    )
+
+
+def client(config: Config) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri(config))
+
+
+def version_by_alias(config: Config, name: str, alias: str) -> Any | None:
+    """The model version holding ``alias``, or None (also when the model is not registered yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(config).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
 
 
 def registry_metric(config: Config, name: str, alias: str, metric: str) -> tuple[str, float] | None:
     """(version, metric of its run) for the model version holding ``alias``, or None when no version does."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri(config))
-    try:
-        version = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    version = version_by_alias(config, name, alias)
+    if version is None:
         return None
-    value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
+    value = client(config).get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
     return str(version.version), float("nan") if value is None else float(value)
 
 
 def set_alias(config: Config, name: str, alias: str, version: str, tags: Mapping[str, str] | None = None) -> None:
-    from mlflow import MlflowClient
+    mlflow_client = client(config)
+    mlflow_client.set_registered_model_alias(name, alias, str(version))
+    set_version_tags(config, name, version, tags or {})
 
-    client = MlflowClient(tracking_uri(config))
-    client.set_registered_model_alias(name, alias, version)
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version, key, value)
+
+def delete_alias(config: Config, name: str, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # nobody held it
+        client(config).delete_registered_model_alias(name, alias)
+
+
+def set_version_tags(config: Config, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    mlflow_client = client(config)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def list_versions(config: Config, name: str) -> tuple[list[Any], dict[str, list[str]]]:
+    """Every version of a registered model, newest first, and the aliases each version holds."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(config)
+    try:
+        aliases = mlflow_client.get_registered_model(name).aliases or {}
+    except MlflowException:
+        return [], {}
+    held: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        held.setdefault(str(version), []).append(alias)
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    return sorted(versions, key=lambda v: int(v.version), reverse=True), held
+
+
+def load_predictor(config: Config, uri: str) -> Any:
+    """The :class:`visionflow.serving.Predictor` inside a logged pyfunc (``models:/name@alias``, a path, ...)."""
+    mlflow = _mlflow(config)
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor

@@ -25,18 +25,12 @@ from tqdm import tqdm
 from visionflow.data.transforms import Augment, apply_policy
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "DecodedCache",
     "EpochSampler",
     "ImageDataset",
     "load_mask",
     "load_rgb",
-    "normalise",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics smp and timm encoders are trained with
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -49,13 +43,6 @@ def load_mask(path: str | Path) -> np.ndarray:
     """(H, W) class ids as stored (palette indices for palette PNGs, values for L and 16-bit masks)."""
     with Image.open(path) as mask:
         return np.array(mask)
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) scaled by the encoder statistics."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
 def _cache_key(rows: pd.DataFrame, with_masks: bool) -> str:

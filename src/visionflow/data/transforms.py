@@ -25,9 +25,12 @@ import torch
 from torch.nn import functional as F
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "STRIDE",
     "Augment",
     "apply_policy",
+    "normalise",
     "pad_collate",
     "pad_to",
     "resize",
@@ -36,6 +39,15 @@ __all__ = [
 ]
 
 STRIDE = 32  # encoders downsample by 32: sides must be multiples of it
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics smp and timm encoders are trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) scaled by the encoder statistics."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
 def round_up(value: int, multiple: int = STRIDE) -> int:

@@ -105,6 +105,7 @@ def _classification_panels(config: Config, dataset: ImageDataset, per_image: pd.
 
 
 def run(config: Config) -> EvaluateResult:
+    tracking.ensure_reachable(config)
     paths, task = config.paths, config.project.task
     info = read_dataset_info(paths.dataset_info)
     rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)

@@ -1,29 +1,37 @@
-"""register: log the model to MLflow with a signature, register a version, and give it an alias.
+"""register: log the self-contained pyfunc, register a version with its lineage, and run the promotion gate.
 
-The alias is ``champion`` when no version holds it yet or when this model's val metric beats the champion's,
-otherwise ``challenger``. (A paired, statistical promotion gate replaces this comparison in a later issue.)
+The new version and the current champion are both scored on the current val split; the candidate becomes
+``champion`` (the old one ``previous``) only when the paired bootstrap says it is better beyond ``min_delta``
+and no class regresses by more than ``max_class_drop``; otherwise it becomes ``challenger``. The first version
+of a model is champion without a comparison.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
-import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+import pandas as pd
 import segmentation_models_pytorch as smp
 import timm
 import torch
+import yaml
+from PIL import Image
 
 from visionflow import tracking
 from visionflow.config import Config
-from visionflow.data.dataset import normalise
-from visionflow.data.loading import make_dataset
-from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
-from visionflow.data.transforms import pad_collate
+from visionflow.engine import resolve_device, resolve_precision
 from visionflow.models import load_model
+from visionflow.registry import Decision, gate_and_alias, load_val
+from visionflow.serving import Preprocessing
 
-__all__ = ["RegisterResult", "choose_alias", "run"]
+__all__ = ["RegisterResult", "lineage_tags", "preprocessing_for", "run"]
 
 
 @dataclass(frozen=True)
@@ -34,66 +42,123 @@ class RegisterResult:
     metric: str
     value: float
     champion_before: str | None
-    champion_value: float | None
-
-
-def choose_alias(value: float, champion_value: float | None) -> str:
-    """``champion`` when there is none or the new value is strictly higher (a NaN champion is beaten)."""
-    if champion_value is None or math.isnan(champion_value) or value > champion_value:
-        return "champion"
-    return "challenger"
+    promoted: bool
+    reasons: list[str]
 
 
 def _requirements() -> list[str]:
+    import mlflow
+    import numpy
+    import PIL
+    import pydantic
+
     base = torch.__version__.split("+")[0]
-    return [f"torch=={base}", f"segmentation-models-pytorch=={smp.__version__}", f"timm=={timm.__version__}"]
+    return [
+        f"torch=={base}",
+        f"segmentation-models-pytorch=={smp.__version__}",
+        f"timm=={timm.__version__}",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={numpy.__version__}",
+        f"pandas=={pd.__version__}",
+        f"pillow=={PIL.__version__}",
+        f"pydantic=={pydantic.__version__}",
+        f"pyyaml=={yaml.__version__}",
+    ]
+
+
+def preprocessing_for(config: Config, meta: dict[str, Any]) -> Preprocessing:
+    """What the served model does to an image: the eval input policy, and the trained model's classes/threshold."""
+    spec = config.eval_input
+    device = resolve_device(config.train.device)
+    return Preprocessing(
+        task=str(meta.get("task", "segmentation")),
+        classes=list(meta["classes"]),
+        ignore_index=int(meta["ignore_index"]),
+        policy=spec.policy,
+        size=None if spec.size is None else list(spec.size),
+        threshold=float(meta["threshold"]) if "threshold" in meta else None,
+        precision=resolve_precision(config.train.precision, torch.device("cpu") if device.type == "cuda" else device),
+        channels_last=config.train.channels_last,
+    )
+
+
+def _params_hash(lock: Path = Path("dvc.lock")) -> str:
+    """sha256 over every stage's params as dvc.lock recorded them (what produced this model)."""
+    if not lock.is_file():
+        return "none"
+    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    params = {name: stage.get("params", {}) for name, stage in sorted(stages.items())}
+    return "sha256:" + hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def lineage_tags(config: Config, run_id: str, metrics: dict[str, Any]) -> dict[str, str]:
+    """Where the model comes from: run, commit, data and params hashes, validation result, flow run, metrics."""
+    summary_path = config.paths.validation_summary
+    validation = "unknown"
+    if summary_path.is_file():
+        s = json.loads(summary_path.read_text(encoding="utf-8"))
+        status = "passed" if s.get("success") else "failed"
+        validation = f"{status}: {s['inputs']} inputs = {s['accepted']} accepted + {s['quarantined']} set aside"
+    headline = (
+        ("miou", "pixel_accuracy", "mean_dice")
+        if config.project.task == "segmentation"
+        else ("accuracy", "balanced_accuracy", "macro_f1")
+    )
+    tags = {
+        "run_id": run_id,
+        "git_commit": tracking.git_commit(),
+        "data_hash": tracking.data_hash(config),
+        "params_hash": _params_hash(),
+        "validation": validation,
+        "prefect_flow_run_id": os.environ.get("VISIONFLOW_FLOW_RUN_ID", "none"),
+        "task": config.project.task,
+    }
+    tags |= {f"val_{k}": f"{metrics[k]:.6f}" for k in headline if metrics.get(k) is not None}
+    return tags
+
+
+def _example(image: Any) -> pd.DataFrame:
+    """One val image as a client sends it: a base64 PNG in the ``image`` column."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode("ascii")]})
 
 
 def run(config: Config) -> RegisterResult:
-    paths, reg = config.paths, config.register_
-    metric_name = reg.metric or f"val_{config.primary_metric}"
-    model_name = config.model_name
-    metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
-    metric_key = metric_name.removeprefix("val_")
-    value = metrics["val"].get(metric_key)
+    tracking.ensure_reachable(config)
+    paths = config.paths
+    metric_name = config.register_.metric or f"val_{config.primary_metric}"
+    name = config.model_name
+    metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))["val"]
+    value = metrics.get(metric_name.removeprefix("val_"))
     if value is None:
         raise KeyError(
-            f"{paths.metrics}: no val metric '{metric_key}' (register.metric); available: {', '.join(metrics['val'])}"
+            f"{paths.metrics}: no val metric '{metric_name}' (register.metric); available: {', '.join(metrics)}"
         )
-    model, meta = load_model(paths.weights)
-    rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)
-    dataset = make_dataset(config, read_dataset_info(paths.dataset_info), rows.iloc[:1], train=False)
-    images, _, _ = pad_collate([dataset[0]], dataset.ignore_index)  # one val image as the model receives it
-    example = normalise(images).numpy().astype(np.float32)
-
-    before = tracking.registry_metric(config, model_name, "champion", metric_name)
+    _, meta = load_model(paths.weights)
+    val = load_val(config)
     with tracking.open_run(config, paths.run_info) as run_info:
-        version = tracking.log_model_version(
-            model,
-            example,
-            model_name,
+        version = tracking.log_pyfunc_version(
+            paths.weights,
+            preprocessing_for(config, meta),
+            _example(val.images[0]),
+            name,
             _requirements(),
             metadata={k: meta[k] for k in ("task", "classes", "ignore_index", "threshold") if k in meta},
         )
-        alias = choose_alias(float(value), before[1] if before else None)
-        tags = {
-            metric_name: f"{value:.6f}",
-            "git_commit": tracking.git_commit(),
-            "data_hash": tracking.data_hash(config),
-            "run_id": run_info.run_id,
-        }
-        tracking.set_alias(config, model_name, alias, version, tags)
+        tracking.set_version_tags(config, name, version, lineage_tags(config, run_info.run_id, metrics))
+    decision = gate_and_alias(config, version, val=val)
     result = RegisterResult(
-        model_name,
-        version,
-        alias,
-        metric_name,
-        float(value),
-        before[0] if before else None,
-        before[1] if before else None,
-    )
-    paths.registry.mkdir(parents=True, exist_ok=True)
+        name, version, decision.alias, metric_name, float(value), decision.champion_before, decision.promoted,
+        decision.reasons,
+    )  # fmt: skip
     paths.registration.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
-    against = f" (champion v{before[0]} had {before[1]:.4f})" if before else " (no champion before)"
-    print(f"register: {model_name} version {version} -> @{alias}, {metric_name} {value:.4f}{against}")
+    report(decision)
     return result
+
+
+def report(decision: Decision) -> None:
+    against = f"champion was v{decision.champion_before}" if decision.champion_before else "no champion before"
+    print(f"register: {decision.model_name} version {decision.version} -> @{decision.alias} ({against})")
+    for reason in decision.reasons:
+        print(f"  - {reason}")

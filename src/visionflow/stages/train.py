@@ -219,6 +219,7 @@ def run(config: Config, resume: str = "auto") -> TrainResult:
     ``resume``: ``auto`` (continue when possible, as after a killed ``dvc repro``), ``require`` (``--resume``:
     fail when there is nothing to continue) or ``never`` (``--fresh``).
     """
+    tracking.ensure_reachable(config)  # a tracking server that is down fails here, before any training
     dist = from_env()
     dist.start(resolve_device(config.train.device))
     try:

@@ -1,0 +1,183 @@
+"""Champion, challenger, previous: the promotion gate applied to registry versions, rollback, and listings.
+
+The register stage and the ``visionflow models / promote / rollback`` commands share these functions. Aliases:
+``champion`` serves; on a promotion the old champion becomes ``previous``; a candidate that does not pass the
+gate becomes ``challenger``. Every decision is written to a JSON file, to the version's tags and to the console.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from visionflow import tracking
+from visionflow.config import Config
+from visionflow.data.loading import make_dataset
+from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
+from visionflow.gate import GateResult, Scores, decide, score_predictions
+
+__all__ = ["Decision", "ValSplit", "gate_and_alias", "load_val", "rollback", "score_version", "versions_table"]
+
+
+@dataclass
+class Decision:
+    model_name: str
+    version: str
+    alias: str  # what the candidate got: champion | challenger
+    promoted: bool
+    forced: bool
+    champion_before: str | None
+    reasons: list[str]
+    gate: dict[str, Any] | None = None
+    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+@dataclass(frozen=True)
+class ValSplit:
+    """The current eval split at original resolution: what both sides of the gate are scored on."""
+
+    ids: list[str]
+    images: list[np.ndarray]
+    truths: list[Any]  # masks (segmentation) or class ids (classification)
+    classes: tuple[str, ...]
+    ignore_index: int
+    task: str
+
+
+def load_val(config: Config) -> ValSplit:
+    paths = config.paths
+    info = read_dataset_info(paths.dataset_info)
+    rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)
+    dataset = make_dataset(config, info, rows, train=False)
+    images = [np.asarray(dataset.cache.image(i)) for i in range(len(dataset))]
+    if config.project.task == "classification":
+        truths: list[Any] = [int(v) for v in dataset.labels]  # type: ignore[union-attr]
+    else:
+        truths = [np.asarray(dataset.cache.mask(i)) for i in range(len(dataset))]
+    return ValSplit(dataset.ids, images, truths, info.classes, info.ignore_index, config.project.task)
+
+
+def score_version(config: Config, uri: str, val: ValSplit) -> Scores:
+    """Score a logged model (``models:/name/3``, ``models:/name@champion``) on ``val`` with its own preprocessing."""
+    predictor = tracking.load_predictor(config, uri)
+    if list(predictor.prep.classes) != list(val.classes):
+        raise ValueError(f"{uri} predicts classes {predictor.prep.classes}; the eval split has {list(val.classes)}")
+    predictions = predictor.predict(val.images)
+    return score_predictions(predictions, val.truths, val.task, len(val.classes), val.ignore_index)
+
+
+def _gate(config: Config, name: str, candidate: str, champion: str, val: ValSplit) -> GateResult:
+    reg = config.register_
+    return decide(
+        score_version(config, f"models:/{name}/{candidate}", val),
+        score_version(config, f"models:/{name}/{champion}", val),
+        val.classes,
+        val.task,
+        reg.min_delta,
+        reg.max_class_drop,
+        reg.bootstrap_resamples,
+        reg.confidence,
+        config.project.seed,
+    )
+
+
+def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSplit | None = None) -> Decision:
+    """Compare ``version`` with the current champion on the current eval split and move the aliases."""
+    name = config.model_name
+    champion = tracking.version_by_alias(config, name, "champion")
+    champion_version = None if champion is None else str(champion.version)
+    gate: GateResult | None = None
+    if champion_version == str(version):
+        return Decision(name, str(version), "champion", False, force, champion_version, ["already the champion"])
+    if champion_version is None:
+        promoted, reasons = True, ["no champion yet"]
+    elif force:
+        promoted, reasons = True, ["forced: the gate was not applied"]
+    else:
+        gate = _gate(config, name, str(version), champion_version, val or load_val(config))
+        promoted, reasons = gate.promote, gate.reasons
+    if promoted:
+        if champion_version is not None:
+            tracking.set_alias(config, name, "previous", champion_version)
+        tracking.set_alias(config, name, "champion", str(version))
+        challenger = tracking.version_by_alias(config, name, "challenger")
+        if challenger is not None and str(challenger.version) == str(version):
+            tracking.delete_alias(config, name, "challenger")
+    else:
+        tracking.set_alias(config, name, "challenger", str(version))
+    decision = Decision(
+        name,
+        str(version),
+        "champion" if promoted else "challenger",
+        promoted,
+        force,
+        champion_version,
+        reasons,
+        None if gate is None else asdict(gate),
+    )
+    tracking.set_version_tags(config, name, str(version), _decision_tags(decision))
+    _write(config, decision)
+    return decision
+
+
+def _decision_tags(decision: Decision) -> dict[str, str]:
+    tags = {
+        "gate.decision": "promoted" if decision.promoted else "not promoted",
+        "gate.reasons": " | ".join(decision.reasons)[:5000],
+        "gate.champion_before": decision.champion_before or "none",
+        "gate.forced": str(decision.forced).lower(),
+    }
+    if decision.gate:
+        gate = decision.gate
+        tags |= {
+            "gate.mean_difference": f"{gate['mean_difference']:.6f}",
+            "gate.ci": f"[{gate['ci_low']:.6f}, {gate['ci_high']:.6f}]",
+            "gate.images": str(gate["images"]),
+        }
+    return tags
+
+
+def _write(config: Config, decision: Decision) -> None:
+    path = config.paths.decision
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(decision), indent=2) + "\n", encoding="utf-8")
+
+
+def rollback(config: Config) -> tuple[str, str]:
+    """``previous`` becomes ``champion`` again; the demoted version loses its alias. Returns (demoted, restored)."""
+    name = config.model_name
+    previous = tracking.version_by_alias(config, name, "previous")
+    champion = tracking.version_by_alias(config, name, "champion")
+    if previous is None:
+        raise RuntimeError(f"{name} has no version with alias 'previous'; nothing to roll back to")
+    demoted = "none" if champion is None else str(champion.version)
+    tracking.set_alias(config, name, "champion", str(previous.version), {"rolled_back_to": "true"})
+    tracking.delete_alias(config, name, "previous")
+    if champion is not None:
+        tracking.set_version_tags(config, name, demoted, {"rolled_back_from": "true"})
+    return demoted, str(previous.version)
+
+
+def versions_table(config: Config) -> list[dict[str, Any]]:
+    """One row per version: aliases, headline metric, lineage, gate decision."""
+    metric = config.register_.metric or f"val_{config.primary_metric}"
+    rows = []
+    versions, aliases = tracking.list_versions(config, config.model_name)
+    for version in versions:
+        tags = version.tags or {}
+        rows.append(
+            {
+                "version": str(version.version),
+                "aliases": ",".join(sorted(aliases.get(str(version.version), []))),
+                metric: tags.get(metric, ""),
+                "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+                "git_commit": tags.get("git_commit", "")[:12],
+                "gate": tags.get("gate.decision", ""),
+                "run_id": version.run_id or "",
+            }
+        )
+    return rows

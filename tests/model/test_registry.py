@@ -1,0 +1,140 @@
+"""Registry behaviour: the gate moves aliases on real versions, rollback undoes a promotion, and the logged
+pyfunc is self-contained: base64 images or arrays in, the same masks as `visionflow predict` out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from tests.conftest import TINY, make_config
+from visionflow import registry, tracking
+from visionflow.cli import app
+from visionflow.config import Config
+from visionflow.data import builtin
+from visionflow.models import create_model, save_model
+from visionflow.serving import decode_mask
+from visionflow.stages import balance, evaluate, prepare, register, train, validate
+
+SETTINGS = TINY | {"data.builtin.num_images": 60, "train.epochs": 4, "model.encoder": "tu-resnet10t"}
+
+
+def untrained(config: Config) -> None:
+    """Replace the trained weights with a fresh initialisation: a clearly worse model of the same kind."""
+    torch.manual_seed(123)
+    model = create_model(config.model, "segmentation", len(builtin.CLASSES))
+    save_model(model, config.paths.weights, config.model, "segmentation", builtin.CLASSES, builtin.IGNORE_INDEX)
+
+
+def register_current(config: Config) -> register.RegisterResult:
+    evaluate.run(config)
+    return register.run(config)
+
+
+@pytest.fixture
+def trained(workdir: Path) -> tuple[Config, Path]:
+    config = make_config(SETTINGS)
+    for stage in (prepare, validate, balance, train):
+        stage.run(config)
+    keep = workdir / "trained.pt"
+    shutil.copy(config.paths.weights, keep)
+    return config, keep
+
+
+def test_gate_promotes_the_better_keeps_the_worse_out_and_rollback_restores(
+    trained: tuple[Config, Path], workdir: Path
+) -> None:
+    config, weights = trained
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    name = config.model_name
+
+    untrained(config)
+    first = register_current(config)
+    assert (first.version, first.alias, first.reasons) == ("1", "champion", ["no champion yet"])
+
+    shutil.copy(weights, config.paths.weights)
+    better = register_current(config)
+    assert better.promoted and better.alias == "champion", better.reasons
+    assert str(client.get_model_version_by_alias(name, "previous").version) == "1"
+    decision = json.loads(config.paths.decision.read_text())
+    assert decision["gate"]["ci_low"] > 0 and decision["champion_before"] == "1"
+
+    untrained(config)
+    worse = register_current(config)
+    assert not worse.promoted and worse.alias == "challenger"
+    assert any("lower bound not above" in r or "drops beyond" in r for r in worse.reasons)
+    tags = client.get_model_version(name, worse.version).tags
+    assert tags["gate.decision"] == "not promoted" and "CI" in tags["gate.reasons"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2", "the champion stays"
+
+    lineage = client.get_model_version(name, "2").tags
+    for key in ("run_id", "git_commit", "data_hash", "params_hash", "validation", "prefect_flow_run_id", "val_miou"):
+        assert lineage.get(key), key
+    assert lineage["validation"].startswith("passed:")
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "--params", str(_params(config, workdir))])
+    assert listed.exit_code == 0 and "champion" in listed.output and "challenger" in listed.output
+    rolled = runner.invoke(app, ["rollback", "--params", str(_params(config, workdir))])
+    assert rolled.exit_code == 0, rolled.output
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    forced = runner.invoke(app, ["promote", "3", "--force", "--params", str(_params(config, workdir))])
+    assert forced.exit_code == 0 and str(client.get_model_version_by_alias(name, "champion").version) == "3"
+    assert json.loads(config.paths.decision.read_text())["forced"] is True
+    refused = runner.invoke(app, ["promote", "1", "--params", str(_params(config, workdir))])
+    assert refused.exit_code == 3 and "not above" in refused.output, "identical weights: no confident gain"
+
+
+def _params(config: Config, workdir: Path) -> Path:
+    import yaml
+
+    path = workdir / "params.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False))
+    return path
+
+
+def test_pyfunc_takes_base64_or_arrays_and_matches_predict(trained: tuple[Config, Path], workdir: Path) -> None:
+    config, _ = trained
+    registered = register_current(config)
+    uri = f"models:/{config.model_name}/{registered.version}"
+    images = workdir / "incoming"
+    images.mkdir()
+    val = registry.load_val(config)
+    for i in range(3):
+        Image.fromarray(val.images[i]).save(images / f"img_{i}.png")
+    (images / "broken.png").write_bytes(b"not a png")
+
+    result = CliRunner().invoke(
+        app, ["predict", "--model", uri, "--input", str(images), "--output", str(workdir / "out"),
+              "--params", str(_params(config, workdir))],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "3 images" in result.output and "1 unreadable" in result.output
+    errors = pd.read_csv(workdir / "out" / "errors.csv")
+    assert errors["file"].str.endswith("broken.png").all()
+    assert (workdir / "out" / "img_0_overlay.png").is_file()
+
+    import mlflow
+
+    tracking.tracking_uri(config)
+    mlflow.set_tracking_uri(tracking.tracking_uri(config))
+    model = mlflow.pyfunc.load_model(uri)
+    encoded = [base64.b64encode((images / f"img_{i}.png").read_bytes()).decode() for i in range(3)]
+    by_base64 = model.predict(pd.DataFrame({"image": encoded}))
+    by_array = model.predict(pd.DataFrame({"image": [val.images[i] for i in range(3)]}))
+    for i in range(3):
+        expected = np.array(Image.open(workdir / "out" / f"img_{i}.png"))
+        assert np.array_equal(decode_mask(by_base64["mask"][i]), expected)
+        assert np.array_equal(decode_mask(by_array["mask"][i]), expected)
+        assert expected.shape == val.images[i].shape[:2]
+    with pytest.raises(Exception, match="image 0: not valid base64"):
+        model.predict(pd.DataFrame({"image": ["%%%"]}))
