@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from visionflow.data.transforms import normalise, restore
+from visionflow.data.transforms import decide, normalise, restore_groups
 from visionflow.metrics import confusion_matrix
 
 __all__ = [
@@ -63,13 +63,6 @@ class EvalResult:
     confusion: torch.Tensor  # (K, K), rows = truth
     images_per_second: float
     images: int = 0
-
-
-def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Class ids from logits: argmax over channels, or ``sigmoid > threshold`` for a one-channel binary map."""
-    if logits.ndim == 4 and logits.shape[1] == 1:
-        return (logits[:, 0].sigmoid() > threshold).long()
-    return logits.argmax(dim=1)
 
 
 def cpu_has_bf16() -> bool:
@@ -138,9 +131,9 @@ def _at_original_size(
     """(logits, targets) groups at the original resolution: one group when the batch shares a size."""
     if logits.ndim == 2:  # classification: nothing to map back
         return [(logits, targets)]
-    keys = [tuple(int(v) for v in row) for row in sizes]
-    spans = [(0, len(keys))] if len(set(keys)) == 1 else [(i, i + 1) for i in range(len(keys))]
-    return [(restore(logits[a:b], keys[a], policy), targets[a:b, : keys[a][2], : keys[a][3]]) for a, b in spans]
+    return [
+        (scored, targets[a:b, : size[2], : size[3]]) for a, b, size, scored in restore_groups(logits, sizes, policy)
+    ]
 
 
 @torch.inference_mode()

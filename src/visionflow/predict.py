@@ -6,6 +6,7 @@ silently, and one bad file does not stop a folder.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from visionflow.data.dataset import load_rgb
 from visionflow.data.sources import IMAGE_SUFFIXES
 from visionflow.plots import class_palette
-from visionflow.serving import Predictor
+from visionflow.serving import Predictor, Preprocessing
 
 __all__ = ["PredictResult", "overlay", "predict_folder"]
 
@@ -46,32 +47,57 @@ def _images(folder: Path) -> list[Path]:
     return found
 
 
+def _read(paths: list[Path]) -> tuple[list[Path], list[np.ndarray], list[dict[str, str]]]:
+    """Decode a batch; a file that fails is an error row, never an exception that stops the folder."""
+    kept, images, errors = [], [], []
+    for path in paths:
+        try:
+            images.append(load_rgb(path))
+            kept.append(path)
+        except Exception as exc:
+            errors.append({"file": str(path), "error": f"does not decode: {exc}"})
+    return kept, images, errors
+
+
+def _write(prep: Preprocessing, output: Path, paths: list[Path], images: list[np.ndarray], results: list) -> list:
+    """Masks and overlays as PNG (segmentation), or the CSV rows (classification)."""
+    rows = []
+    for path, image, result in zip(paths, images, results, strict=True):
+        if prep.task == "classification":
+            best = int(np.argmax(result))
+            row = {"file": path.name, "label": prep.classes[best], "probability": float(result[best])}
+            rows.append(row | {f"p_{name}": round(float(p), 6) for name, p in zip(prep.classes, result, strict=True)})
+        else:
+            # compress_level 1: files ~10% larger, written several times faster than zlib's default
+            Image.fromarray(result, "L").save(output / f"{path.stem}.png", compress_level=1)
+            shown = Image.fromarray(overlay(image, result, len(prep.classes)))
+            shown.save(output / f"{path.stem}_overlay.png", compress_level=1)
+    return rows
+
+
 def predict_folder(predictor: Predictor, source: Path, output: Path, batch_size: int = 16) -> PredictResult:
+    """Decoding the next batch and writing the last one run in threads while the model computes."""
     prep = predictor.prep
     output.mkdir(parents=True, exist_ok=True)
     files = _images(source)
-    errors, rows = [], []
-    bar = tqdm(total=len(files), desc="predict", unit="img")
-    for start in range(0, len(files), batch_size):
-        batch, images = [], []
-        for path in files[start : start + batch_size]:
-            try:
-                images.append(load_rgb(path))
-                batch.append(path)
-            except Exception as exc:  # a bad file is reported, the others go on
-                errors.append({"file": str(path), "error": f"does not decode: {exc}"})
-                tqdm.write(f"predict: {path}: does not decode ({exc}); listed in {output / 'errors.csv'}")
-        for path, image, result in zip(batch, images, predictor.predict(images, batch_size), strict=True):
-            if prep.task == "classification":
-                best = int(np.argmax(result))
-                probabilities = {f"p_{name}": round(float(p), 6) for name, p in zip(prep.classes, result, strict=True)}
-                rows.append({"file": path.name, "label": prep.classes[best], "probability": float(result[best])})
-                rows[-1] |= probabilities
-            else:
-                Image.fromarray(result, "L").save(output / f"{path.stem}.png")
-                Image.fromarray(overlay(image, result, len(prep.classes))).save(output / f"{path.stem}_overlay.png")
-        bar.update(len(files[start : start + batch_size]))
-    bar.close()
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    errors: list[dict[str, str]] = []
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(files), desc="predict", unit="img") as bar:
+        reading = pool.submit(_read, batches[0])
+        writing = []
+        for index in range(len(batches)):
+            paths, images, failed = reading.result()
+            if index + 1 < len(batches):
+                reading = pool.submit(_read, batches[index + 1])
+            for error in failed:
+                tqdm.write(f"predict: {error['file']}: {error['error']}; listed in {output / 'errors.csv'}")
+            errors.extend(failed)
+            results = predictor.predict(images, batch_size) if images else []
+            writing.append(pool.submit(_write, prep, output, paths, images, results))
+            bar.update(len(batches[index]))
+        for job in writing:
+            rows.extend(job.result())
     if rows:
         pd.DataFrame(rows).to_csv(output / "predictions.csv", index=False)
     if errors:

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from visionflow.data.transforms import apply_policy, normalise, pad_collate, restore
+from visionflow.data.transforms import apply_policy, decide, normalise, pad_collate, restore_groups
 
 __all__ = [
     "PREPROCESSING_FILE",
@@ -146,14 +146,9 @@ class Predictor:
             if self.prep.task == "classification":
                 out.extend(logits.softmax(dim=1).cpu().numpy())
                 continue
-            for one, size in zip(logits, sizes, strict=True):
-                restored = restore(one[None], size.tolist(), self.prep.policy)[0]
-                if restored.shape[0] == 1:
-                    threshold = 0.5 if self.prep.threshold is None else self.prep.threshold
-                    mask = restored[0].sigmoid() > threshold
-                else:
-                    mask = restored.argmax(dim=0)
-                out.append(mask.to(torch.uint8).cpu().numpy())
+            threshold = 0.5 if self.prep.threshold is None else self.prep.threshold
+            for _, _, _, restored in restore_groups(logits, sizes, self.prep.policy):
+                out.extend(decide(restored, threshold).to(torch.uint8).cpu().numpy())
         return out
 
 

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_config
 from visionflow import tracking
-from visionflow.stages.register import choose_alias
 
 
 def test_default_store_is_sqlite_in_the_working_tree(workdir: Path) -> None:
@@ -45,9 +43,16 @@ def test_data_hash_falls_back_to_the_manifest(workdir: Path) -> None:
     assert tracking.data_hash(config).startswith("manifest-sha256:")
 
 
-def test_choose_alias() -> None:
-    assert choose_alias(0.5, None) == "champion"
-    assert choose_alias(0.5, math.nan) == "champion"
-    assert choose_alias(0.6, 0.5) == "champion"
-    assert choose_alias(0.5, 0.5) == "challenger", "a tie keeps the champion"
-    assert choose_alias(0.4, 0.5) == "challenger"
+def test_a_down_server_is_reported_in_seconds_naming_its_uri(workdir: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = make_config({"tracking.uri": f"http://127.0.0.1:{port}"})
+    began = time.monotonic()
+    with pytest.raises(tracking.TrackingUnavailable, match=f"http://127.0.0.1:{port} is not reachable"):
+        tracking.ensure_reachable(config)
+    assert time.monotonic() - began < 5
+    tracking.ensure_reachable(make_config())  # the embedded store needs no server

@@ -85,11 +85,20 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
 def test_registered_model_loads_and_predicts(project: Path) -> None:
     import mlflow
     import numpy as np
+    import pandas as pd
+
+    from visionflow.serving import decode_mask
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/visionflow-segmenter@champion")
-    out = model.predict(np.zeros((1, 3, 64, 64), np.float32))
-    assert out.shape == (1, 6, 64, 64)
+    uri = "models:/visionflow-segmenter@champion"
+    packed = Path(mlflow.artifacts.download_artifacts(uri))
+    assert (packed / "code" / "visionflow" / "serving.py").is_file(), "the model carries its code"
+    prep = json.loads(next(packed.glob("artifacts/preprocessing.json")).read_text())
+    assert prep["classes"][0] == "background" and prep["policy"] == "resize"
+    model = mlflow.pyfunc.load_model(uri)
+    out = model.predict(pd.DataFrame({"image": [np.zeros((64, 48, 3), np.uint8)]}))
+    mask = decode_mask(out["mask"][0])
+    assert mask.shape == (64, 48) and mask.max() < 6
 
 
 def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path) -> None:

@@ -1,0 +1,127 @@
+"""`visionflow predict` against a bare forward pass of the same model on the same images.
+
+    python benchmarks/predict_speed.py --json predict.json
+
+(a) bare forward: the model alone on an already resized, normalised float batch (channels_last, the same
+    precision), under ``torch.inference_mode``; also a plain fp32, default-layout forward for reference;
+(b) Predictor: uint8 images in memory -> masks at their original size (resize, normalise, forward, restore,
+    argmax): what the pyfunc and the promotion gate run;
+(c) `visionflow predict` end to end: PNG files in a folder -> mask and overlay PNGs written.
+Images are CamVid's val frames (360x480) when ``--camvid`` exists, else random images of that size. Prints img/s
+of each and the ratios to (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from visionflow.config import ModelConfig  # noqa: E402
+from visionflow.data.transforms import normalise  # noqa: E402
+from visionflow.engine import cpu_has_bf16  # noqa: E402
+from visionflow.models import create_segmenter  # noqa: E402
+from visionflow.predict import predict_folder  # noqa: E402
+from visionflow.serving import Predictor, Preprocessing  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--camvid", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16" if cpu_has_bf16() else "fp32")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
+    parser.add_argument("--json", type=Path)
+    return parser.parse_args()
+
+
+def load_images(args: argparse.Namespace) -> list[np.ndarray]:
+    files = sorted((args.camvid / "val").glob("*.png"))[: args.images]
+    if files:
+        return [np.array(Image.open(f).convert("RGB")) for f in files]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (360, 480, 3), dtype=np.uint8) for _ in range(args.images)]
+
+
+def best_rate(run: object, images: int, repeats: int) -> float:
+    run()  # warm-up: lazy initialisation, oneDNN kernel selection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return images / min(times)
+
+
+def main() -> int:
+    args = parse_args()
+    images = load_images(args)
+    torch.manual_seed(0)
+    model = create_segmenter(ModelConfig(arch="Unet", encoder="resnet18"), 12)
+    prep = Preprocessing("segmentation", [f"c{i}" for i in range(12)], 11, "resize", list(args.size),
+                         precision=args.precision)  # fmt: skip
+    predictor = Predictor(model, prep)
+
+    batches = []
+    for start in range(0, len(images), args.batch_size):
+        batch, _ = predictor._inputs(images[start : start + args.batch_size])
+        batches.append(normalise(batch).contiguous(memory_format=torch.channels_last))
+
+    @torch.inference_mode()
+    def bare() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            for x in batches:
+                predictor.model(x).argmax(1)
+
+    plain_batches = [x.contiguous() for x in batches]
+
+    @torch.inference_mode()
+    def plain() -> None:  # what a user writes without visionflow: fp32, default memory layout
+        model = predictor.model.to(memory_format=torch.contiguous_format)
+        for x in plain_batches:
+            model(x).argmax(1)
+        predictor.model.to(memory_format=torch.channels_last)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, out = Path(tmp) / "in", Path(tmp) / "out"
+        folder.mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{i:04d}.png")
+        rates = {
+            "bare forward": best_rate(bare, len(images), args.repeats),
+            "plain fp32 forward": best_rate(plain, len(images), args.repeats),
+            "Predictor (in memory)": best_rate(lambda: predictor.predict(images, args.batch_size), len(images),
+                                               args.repeats),
+            "visionflow predict (files)": best_rate(lambda: predict_folder(predictor, folder, out, args.batch_size),
+                                                    len(images), args.repeats),
+        }  # fmt: skip
+    base = rates["bare forward"]
+    shape = f"{images[0].shape[0]}x{images[0].shape[1]} -> {args.size[0]}x{args.size[1]}"
+    threads = torch.get_num_threads()
+    print(
+        f"\nUnet-resnet18, {len(images)} images {shape}, batch {args.batch_size}, {args.precision}, {threads} threads"
+    )
+    print("| path | img/s | ratio to bare forward |\n|---|---:|---:|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.2f} | {rate / base:.2f} |")
+    if args.json:
+        report = {"settings": {k: str(v) for k, v in vars(args).items()}, "images_per_second": rates,
+                  "ratios": {k: v / base for k, v in rates.items()}}  # fmt: skip
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
