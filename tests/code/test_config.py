@@ -113,5 +113,6 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.overlays_best,
         paths.overlays_worst,
         paths.registration,
+        paths.decision,
     }
     assert {Path(p) for p in _dvc_paths()} == written

@@ -153,8 +153,8 @@ def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """
     if logits.ndim == 4 and logits.shape[1] == 1:
         return (logits[:, 0].sigmoid() > threshold).long()
-    if logits.ndim == 4:
-        return logits.contiguous(memory_format=torch.channels_last).argmax(dim=1)
+    if logits.ndim == 4:  # max(...).indices: the same first-maximum ids as argmax, and measured faster on CPU
+        return logits.contiguous(memory_format=torch.channels_last).max(dim=1).indices
     return logits.argmax(dim=1)
 
 
