@@ -45,8 +45,8 @@ def fingerprint(parts: dict[str, Any], files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def capture_rng(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Every generator's state as tensors and plain values."""
+def capture_rng() -> dict[str, Any]:
+    """The global generators' states (torch, numpy, python) as tensors and plain values."""
     mt_name, keys, pos, has_gauss, cached = np.random.get_state()
     version, py_state, gauss = random.getstate()
     return {
@@ -59,18 +59,15 @@ def capture_rng(generators: dict[str, torch.Generator]) -> dict[str, Any]:
             "cached": float(cached),
         },
         "python": {"version": version, "state": list(py_state), "gauss": gauss},
-        "generators": {name: g.get_state() for name, g in generators.items()},
     }
 
 
-def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    for name, generator in generators.items():
-        generator.set_state(state["generators"][name])
 
 
 def save_checkpoint(
@@ -80,7 +77,6 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainingState,
-    generators: dict[str, torch.Generator],
 ) -> None:
     """Write the checkpoint next to its final name, then rename: a kill mid-write leaves the old one intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +84,7 @@ def save_checkpoint(
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": capture_rng(generators),
+        "rng": capture_rng(),
         "state": state.__dict__,
     }
     partial = path.with_name(path.name + ".partial")

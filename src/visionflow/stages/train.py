@@ -207,7 +207,7 @@ def _resume_point(config: Config, session: _Session, mode: str) -> TrainingState
     session.model.load_state_dict(saved["model"])
     session.optimizer.load_state_dict(saved["optimizer"])
     session.scheduler.load_state_dict(saved["scheduler"])
-    restore_rng(saved["rng"], {})  # the sampler and augmentation reseed from the epoch number
+    restore_rng(saved["rng"])  # the sampler and augmentation reseed from the epoch number
     if session.dist.is_main:
         print(f"train: resuming after epoch {state.epoch}/{config.train.epochs} from {config.paths.checkpoint}")
     return state
@@ -270,7 +270,6 @@ def _run(config: Config, resume: str, dist: Dist) -> TrainResult:
                     optimizer=session.optimizer,
                     scheduler=session.scheduler,
                     state=state,
-                    generators={},
                 )
             if train_cfg.early_stopping and state.epochs_without_improvement >= train_cfg.early_stopping:
                 if dist.is_main:
