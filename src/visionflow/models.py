@@ -24,7 +24,6 @@ __all__ = [
     "create_segmenter",
     "encoders",
     "is_binary",
-    "load_encoder_weights",
     "load_model",
     "load_weights",
     "output_channels",
@@ -121,11 +120,6 @@ def create_segmenter(config: ModelConfig, num_classes: int) -> nn.Module:
     if config.weights_path is not None:
         load_weights(model, config.weights_path, config.weights_scope, task="segmentation")
     return model
-
-
-def load_encoder_weights(model: nn.Module, path: Path) -> None:
-    """Load a local state dict into ``model.encoder`` (the offline stand-in for hub weights)."""
-    load_weights(model, path, "encoder", task="segmentation")
 
 
 def _backbone(model: nn.Module, task: str) -> nn.Module:

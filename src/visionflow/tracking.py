@@ -42,7 +42,6 @@ __all__ = [
     "log_pyfunc_version",
     "open_run",
     "read_run_info",
-    "registry_metric",
     "set_alias",
     "set_version_tags",
     "start_run",
@@ -260,15 +259,6 @@ def version_by_alias(config: Config, name: str, alias: str) -> Any | None:
         return client(config).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-def registry_metric(config: Config, name: str, alias: str, metric: str) -> tuple[str, float] | None:
-    """(version, metric of its run) for the model version holding ``alias``, or None when no version does."""
-    version = version_by_alias(config, name, alias)
-    if version is None:
-        return None
-    value = client(config).get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
-    return str(version.version), float("nan") if value is None else float(value)
 
 
 def set_alias(config: Config, name: str, alias: str, version: str, tags: Mapping[str, str] | None = None) -> None:
