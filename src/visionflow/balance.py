@@ -42,12 +42,16 @@ WEIGHTINGS: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
 }
 
 
-def class_frequencies(pixel_counts: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:
+def class_frequencies(pixel_counts: np.ndarray, image_pixels: np.ndarray, per_image: bool = False) -> np.ndarray:
     """Per-class frequency as Eigen & Fergus define it: pixels of class c / pixels of images that contain c.
 
-    ``pixel_counts`` is (images, classes); ``image_pixels`` the labelled pixels of each image.
+    ``pixel_counts`` is (images, classes); ``image_pixels`` the labelled pixels of each image. ``per_image``
+    (classification: one count per image) takes a class's share of all images instead, since the pixel rule
+    would give every class 1.
     """
     counts = pixel_counts.sum(axis=0).astype(np.float64)
+    if per_image:
+        return counts / max(counts.sum(), 1)
     present = (pixel_counts > 0).astype(np.float64)
     exposure = (present * image_pixels[:, None]).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -65,8 +69,7 @@ def class_weights(
     """Weights normalised to mean 1 over the classes that occur; absent classes get 0 (they cannot be learned).
 
     ``clip`` caps a weight after normalisation, so one nearly absent class cannot dominate the loss.
-    ``per_image`` (classification: one count per image) takes a class's frequency as its share of all images
-    instead of Eigen & Fergus's pixels-of-the-images-that-hold-it, which would be 1 for every class.
+    ``per_image``: frequencies by image counts (see :func:`class_frequencies`).
     """
     num_classes = pixel_counts.shape[1]
     if method == "none":
@@ -74,7 +77,7 @@ def class_weights(
     if method not in WEIGHTINGS:
         raise ValueError(f"unknown balance.method '{method}'; choose one of none, {', '.join(WEIGHTINGS)}")
     counts = pixel_counts.sum(axis=0).astype(np.float64)
-    freq = counts / max(counts.sum(), 1) if per_image else class_frequencies(pixel_counts, image_pixels)
+    freq = class_frequencies(pixel_counts, image_pixels, per_image)
     present = counts > 0
     weights = np.zeros(num_classes)
     weights[present] = WEIGHTINGS[method](freq[present], counts[present], beta)

@@ -34,7 +34,7 @@ def run(config: Config) -> BalanceResult:
     counts = train[count_columns(len(info.classes))].to_numpy(dtype=np.int64)
     labelled = counts.sum(axis=1)
     per_image = config.project.task == "classification"  # counts are one per image: balance by image counts
-    freq = counts.sum(axis=0) / max(counts.sum(), 1) if per_image else class_frequencies(counts, labelled)
+    freq = class_frequencies(counts, labelled, per_image)
     weights = class_weights(counts, labelled, settings.method, settings.beta, settings.clip, per_image)
     present = presence(counts, settings.presence_share)
     factors = (
