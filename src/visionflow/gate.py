@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from visionflow.metrics import confusion_matrix, per_image_scores
+from visionflow.metrics import class_rates, confusion_matrix, image_scores
 
 __all__ = ["GateResult", "Scores", "decide", "paired_bootstrap", "score_predictions"]
 
@@ -57,19 +57,15 @@ def score_predictions(
         truth = torch.tensor([int(t) for t in truths])
         confusion = confusion_matrix(predicted, truth, num_classes, ignore_index).numpy()
         per_image = (predicted == truth).double().numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_class = np.diag(confusion) / confusion.sum(axis=1)
-        return Scores(per_image, np.where(confusion.sum(axis=1) > 0, per_class, np.nan), confusion)
+        return Scores(per_image, class_rates(confusion)["recall"], confusion)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     per_image = []
     for pred, truth in zip(predictions, truths, strict=True):
-        p, t = torch.from_numpy(np.asarray(pred).astype(np.int64)), torch.from_numpy(np.asarray(truth).astype(np.int64))
-        confusion += confusion_matrix(p, t, num_classes, ignore_index).numpy()
-        per_image.append(per_image_scores(p[None], t[None], num_classes, ignore_index)[0]["miou"])
-    tp, truth_px, predicted_px = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(truth_px > 0, tp / (truth_px + predicted_px - tp), np.nan)
-    return Scores(np.array(per_image, dtype=np.float64), iou, confusion)
+        p, t = (torch.from_numpy(np.asarray(a).astype(np.int64)) for a in (pred, truth))
+        image = confusion_matrix(p, t, num_classes, ignore_index).numpy()
+        confusion += image
+        per_image.append(image_scores(image)["miou"])
+    return Scores(np.array(per_image, dtype=np.float64), class_rates(confusion)["iou"], confusion)
 
 
 def paired_bootstrap(

@@ -11,8 +11,10 @@ __all__ = [
     "THRESHOLDS",
     "absent_classes",
     "best_threshold",
+    "class_rates",
     "classification_metrics",
     "confusion_matrix",
+    "image_scores",
     "per_class_table",
     "per_image_scores",
     "segmentation_metrics",
@@ -35,7 +37,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes).cpu()
 
 
-def _rates(confusion: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+def class_rates(confusion: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
     """Per-class counts and rates; a class with no true samples gets NaN recall, IoU and F1 (it is absent)."""
     cm = np.asarray(confusion, dtype=np.float64)
     tp, truth, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
@@ -64,7 +66,7 @@ def segmentation_metrics(confusion: np.ndarray | torch.Tensor, class_names: Sequ
     A class with no ground-truth pixels has no IoU: it is reported under ``absent_classes`` (a count in the
     dict, names by :func:`absent_classes`) and left out of every mean instead of counting as 0 or 1.
     """
-    r = _rates(confusion)
+    r = class_rates(confusion)
     present, total = r["present"], float(r["total"])
     result: dict[str, float] = {
         "miou": _mean(r["iou"], present),
@@ -86,7 +88,7 @@ def classification_metrics(confusion: np.ndarray | torch.Tensor, class_names: Se
 
     Classes without val images are absent: counted under ``absent_classes`` and left out of the means.
     """
-    r = _rates(confusion)
+    r = class_rates(confusion)
     present, total = r["present"], float(r["total"])
     result: dict[str, float] = {
         "accuracy": float(r["tp"].sum() / total) if total else float("nan"),
@@ -108,7 +110,7 @@ def task_metrics(task: str, confusion: np.ndarray | torch.Tensor, class_names: S
 
 def per_class_table(confusion: np.ndarray | torch.Tensor, class_names: Sequence[str]) -> dict[str, list]:
     """Columns of the per-class CSV, the same for both tasks (F1 is Dice for pixels); support = true count."""
-    r = _rates(confusion)
+    r = class_rates(confusion)
     rounded = {k: [None if v != v else round(float(v), 6) for v in r[k]] for k in ("iou", "f1", "precision", "recall")}
     return {
         "class": list(class_names),
@@ -150,19 +152,19 @@ def per_image_scores(
     An image's mIoU averages the classes present in its truth or its prediction (a class predicted where it is
     absent counts as IoU 0); an image whose pixels are all ignored gets NaN.
     """
-    scores = []
-    for p, t in zip(pred, target, strict=True):
-        cm = confusion_matrix(p, t, num_classes, ignore_index).numpy().astype(np.float64)
-        tp, truth, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-        union = truth + predicted - tp
-        seen = union > 0
-        scores.append(
-            {
-                "miou": float((tp[seen] / union[seen]).mean()) if seen.any() else float("nan"),
-                "pixel_accuracy": float(tp.sum() / cm.sum()) if cm.sum() else float("nan"),
-            }
-        )
-    return scores
+    return [image_scores(confusion_matrix(p, t, num_classes, ignore_index)) for p, t in zip(pred, target, strict=True)]
+
+
+def image_scores(confusion: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """mIoU (over classes in the truth or the prediction) and pixel accuracy from one image's confusion matrix."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    tp, truth, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    union = truth + predicted - tp
+    seen = union > 0
+    return {
+        "miou": float((tp[seen] / union[seen]).mean()) if seen.any() else float("nan"),
+        "pixel_accuracy": float(tp.sum() / cm.sum()) if cm.sum() else float("nan"),
+    }
 
 
 def absent_classes(confusion: np.ndarray | torch.Tensor, class_names: Sequence[str]) -> list[str]:
