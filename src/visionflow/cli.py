@@ -34,14 +34,19 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _run_stage(name: str, params: Path, **options: Any) -> Any:
-    stage: Callable[..., Any] = importlib.import_module(f"visionflow.stages.{name}").run
+def _guarded(name: str, action: Callable[[], Any]) -> Any:
+    """Run ``action``; a user error (bad params, missing file, unreachable server) is one line, exit code 1."""
     try:
-        return stage(load_config(params), **options)
+        return action()
     except _USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"error: {name}: {message}", err=True)
         raise typer.Exit(code=1) from None
+
+
+def _run_stage(name: str, params: Path, **options: Any) -> Any:
+    stage: Callable[..., Any] = importlib.import_module(f"visionflow.stages.{name}").run
+    return _guarded(name, lambda: stage(load_config(params), **options))
 
 
 def _register_stage(name: str, doc: str) -> None:
@@ -74,33 +79,12 @@ for _name, _doc in STAGES.items():
         _register_stage(_name, _doc)
 
 
-def load_config_defaults() -> Config:
-    """Outside a project (no params.yaml): the defaults, so `predict` works anywhere MLflow is reachable."""
-    return Config()
-
-
-def _config(params: Path) -> Any:
-    try:
-        return load_config(params)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-
-
-def _guarded(name: str, action: Callable[[], Any]) -> Any:
-    try:
-        return action()
-    except _USER_ERRORS as exc:
-        typer.echo(f"error: {name}: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-
-
 @app.command("models")
 def models_command(params: ParamsOption = Path("params.yaml")) -> None:
     """List the registered versions: aliases, headline metric, commit, gate decision."""
     from visionflow import registry, tracking
 
-    config = _config(params)
+    config = _guarded("models", lambda: load_config(params))
     _guarded("models", lambda: tracking.ensure_reachable(config))
     rows = _guarded("models", lambda: registry.versions_table(config))
     if not rows:
@@ -124,7 +108,7 @@ def promote_command(
     from visionflow import registry, tracking
     from visionflow.stages.register import report
 
-    config = _config(params)
+    config = _guarded("promote", lambda: load_config(params))
     _guarded("promote", lambda: tracking.ensure_reachable(config))
     decision = _guarded("promote", lambda: registry.gate_and_alias(config, version, force=force))
     report(decision)
@@ -137,7 +121,7 @@ def rollback_command(params: ParamsOption = Path("params.yaml")) -> None:
     """Make the previous champion the champion again."""
     from visionflow import registry, tracking
 
-    config = _config(params)
+    config = _guarded("rollback", lambda: load_config(params))
     _guarded("rollback", lambda: tracking.ensure_reachable(config))
     demoted, restored = _guarded("rollback", lambda: registry.rollback(config))
     typer.echo(f"rollback: {config.model_name} @champion v{demoted} -> v{restored}")
@@ -155,7 +139,8 @@ def predict_command(
     from visionflow import tracking
     from visionflow.predict import predict_folder
 
-    config = load_config(params) if params.is_file() else load_config_defaults()
+    # outside a project (no params.yaml) the defaults do: predict works anywhere MLflow is reachable
+    config = _guarded("predict", lambda: load_config(params)) if params.is_file() else Config()
     if model.startswith("models:/"):
         _guarded("predict", lambda: tracking.ensure_reachable(config))
     predictor = _guarded("predict", lambda: tracking.load_predictor(config, model))
