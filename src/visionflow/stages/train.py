@@ -134,11 +134,15 @@ def _build(config: Config, dist: Dist) -> _Session:
     balance = read_balance(config)
     train_rows = split_rows(manifest, "train", paths.accepted)
     val_rows = split_rows(manifest, "val", paths.accepted)
+
+    def datasets() -> tuple[ImageDataset, ImageDataset]:
+        return make_dataset(config, info, train_rows, train=True), make_dataset(config, info, val_rows, train=False)
+
     if dist.local_rank == 0:  # one process per machine decodes; the others then map the same cache files
-        make_dataset(config, info, train_rows, train=True), make_dataset(config, info, val_rows, train=False)
+        train_set, val_set = datasets()
     dist.barrier()
-    train_set = make_dataset(config, info, train_rows, train=True)
-    val_set = make_dataset(config, info, val_rows, train=False)
+    if dist.local_rank != 0:
+        train_set, val_set = datasets()
     weights = None if balance["sampler"] == "none" else read_sample_weights(config, train_rows)
     sampler = EpochSampler(len(train_set), config.project.seed, weights, dist.rank, dist.world)
     per_rank = max(1, train_cfg.batch_size // dist.world)  # train.batch_size is the global batch
