@@ -3,8 +3,8 @@
 :class:`Predictor` turns uint8 images into masks (segmentation) or labels and probabilities (classification),
 applying what training decided: the input size policy, the encoder normalisation, the class names and, for
 binary segmentation, the threshold. The pyfunc, ``visionflow predict``, the promotion gate and the predict
-benchmark all run this one class. Its imports are the model libraries and visionflow's model factory and
-transforms, which the logged model packs (``code_paths``).
+benchmark all run this one class. Its imports are the model libraries and visionflow's model factory,
+transforms and runtime, which the logged model packs (``code_paths``).
 
 Input (pyfunc): a DataFrame with an ``image`` column whose cells are base64-encoded PNG/JPEG strings or uint8
 arrays (H, W, 3); or a list of either. Over HTTP: ``{"dataframe_split": {"columns": ["image"], "data":
@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from visionflow.data.transforms import apply_policy, decide, normalise, pad_collate, restore_groups
+from visionflow.data.transforms import apply_policy, decide, pad_collate, restore_groups
+from visionflow.engine import Runtime
 
 __all__ = [
     "PREPROCESSING_FILE",
@@ -106,9 +107,8 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, prep: Preprocessing, device: str | torch.device = "cpu") -> None:
         self.prep = prep
-        self.device = torch.device(device)
-        model = model.to(self.device).eval()
-        self.model = model.to(memory_format=torch.channels_last) if prep.channels_last else model
+        self.runtime = Runtime(torch.device(device), prep.channels_last, prep.precision)
+        self.model = self.runtime.prepare(model).eval()
 
     @classmethod
     def from_files(cls, weights: str | Path, preprocessing: str | Path) -> Predictor:
@@ -131,12 +131,8 @@ class Predictor:
     def logits(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, h, w) or (N, C) float logits of one batch, and the (input, original) sizes."""
         batch, sizes = self._inputs(images)
-        x = normalise(batch.to(self.device))
-        if self.prep.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        bf16 = self.prep.precision == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return self.model(x).float(), sizes
+        with self.runtime.autocast():
+            return self.model(self.runtime.images(batch)).float(), sizes
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
         """Per image: a uint8 (H, W) class-id mask at the image's own size, or a vector of class probabilities."""

@@ -51,6 +51,7 @@ def _requirements() -> list[str]:
     import numpy
     import PIL
     import pydantic
+    import tqdm
 
     base = torch.__version__.split("+")[0]
     return [
@@ -63,6 +64,7 @@ def _requirements() -> list[str]:
         f"pillow=={PIL.__version__}",
         f"pydantic=={pydantic.__version__}",
         f"pyyaml=={yaml.__version__}",
+        f"tqdm=={tqdm.__version__}",
     ]
 
 
