@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import timm
@@ -27,6 +28,7 @@ __all__ = [
     "load_model",
     "load_weights",
     "output_channels",
+    "read_meta",
     "save_model",
     "update_meta",
 ]
@@ -198,16 +200,25 @@ def save_model(
 
 def update_meta(path: Path, **values: float | int | str) -> None:
     """Add to the metadata of a saved model (the binary threshold, once it is chosen)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = _read(path)
     saved["meta"] = saved["meta"] | values
     torch.save(saved, path)
 
 
-def load_model(path: Path) -> tuple[nn.Module, dict[str, object]]:
-    """Rebuild a model saved by :func:`save_model`; returns it (in eval mode) and its metadata."""
+def _read(path: Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: model not found; run `visionflow train`")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The metadata of a saved model (task, classes, threshold, ...) without building the model."""
+    return _read(path)["meta"]
+
+
+def load_model(path: Path) -> tuple[nn.Module, dict[str, object]]:
+    """Rebuild a model saved by :func:`save_model`; returns it (in eval mode) and its metadata."""
+    saved = _read(path)
     meta = saved["meta"]
     config = ModelConfig(arch=str(meta["arch"]), encoder=str(meta["encoder"]))
     model = create_model(config, str(meta.get("task", "segmentation")), num_classes=len(meta["classes"]))

@@ -27,7 +27,7 @@ from PIL import Image
 from visionflow import tracking
 from visionflow.config import Config
 from visionflow.engine import resolve_device, resolve_precision
-from visionflow.models import load_model
+from visionflow.models import read_meta
 from visionflow.registry import Decision, gate_and_alias, load_val
 from visionflow.serving import Preprocessing
 
@@ -137,7 +137,7 @@ def run(config: Config) -> RegisterResult:
         raise KeyError(
             f"{paths.metrics}: no val metric '{metric_name}' (register.metric); available: {', '.join(metrics)}"
         )
-    _, meta = load_model(paths.weights)
+    meta = read_meta(paths.weights)
     val = load_val(config)
     with tracking.open_run(config, paths.run_info) as run_info:
         version = tracking.log_pyfunc_version(
