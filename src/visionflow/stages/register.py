@@ -26,7 +26,7 @@ from PIL import Image
 
 from visionflow import tracking
 from visionflow.config import Config
-from visionflow.engine import resolve_device, resolve_precision
+from visionflow.engine import resolve_precision
 from visionflow.models import read_meta
 from visionflow.registry import Decision, gate_and_alias, load_val
 from visionflow.serving import Preprocessing
@@ -71,7 +71,6 @@ def _requirements() -> list[str]:
 def preprocessing_for(config: Config, meta: dict[str, Any]) -> Preprocessing:
     """What the served model does to an image: the eval input policy, and the trained model's classes/threshold."""
     spec = config.eval_input
-    device = resolve_device(config.train.device)
     return Preprocessing(
         task=str(meta.get("task", "segmentation")),
         classes=list(meta["classes"]),
@@ -79,7 +78,7 @@ def preprocessing_for(config: Config, meta: dict[str, Any]) -> Preprocessing:
         policy=spec.policy,
         size=None if spec.size is None else list(spec.size),
         threshold=float(meta["threshold"]) if "threshold" in meta else None,
-        precision=resolve_precision(config.train.precision, torch.device("cpu") if device.type == "cuda" else device),
+        precision=resolve_precision(config.train.precision, torch.device("cpu")),  # the Predictor runs on the CPU
         channels_last=config.train.channels_last,
     )
 
