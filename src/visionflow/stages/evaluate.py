@@ -45,14 +45,13 @@ class _Collector:
 
     def __init__(self, task: str, num_classes: int, ignore_index: int) -> None:
         self.task, self.num_classes, self.ignore_index = task, num_classes, ignore_index
-        self.predictions: list[np.ndarray] = []
+        self.predictions: list[np.ndarray] = []  # segmentation masks, for the overlay panels
         self.rows: list[dict[str, float]] = []
 
     def __call__(self, preds: list[torch.Tensor], targets: list[torch.Tensor], logits: list[torch.Tensor]) -> None:
         if self.task == "classification":
             for pred, target, logit in zip(preds, targets, logits, strict=True):
                 confidence = float(logit.float().softmax(0).max())
-                self.predictions.append(np.array(int(pred)))
                 self.rows.append({"label": int(target), "predicted": int(pred), "confidence": confidence})
             return
         self.predictions.extend(p.to(torch.uint8).numpy() for p in preds)
