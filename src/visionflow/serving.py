@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from visionflow.data.transforms import apply_policy, decide, pad_collate, restore_groups
+from visionflow.data.transforms import apply_policy, pad_collate, restore_decide, size_groups
 from visionflow.engine import Runtime
 
 __all__ = [
@@ -143,8 +143,8 @@ class Predictor:
                 out.extend(logits.softmax(dim=1).cpu().numpy())
                 continue
             threshold = 0.5 if self.prep.threshold is None else self.prep.threshold
-            for _, _, _, restored in restore_groups(logits, sizes, self.prep.policy):
-                out.extend(decide(restored, threshold).to(torch.uint8).cpu().numpy())
+            for a, b, key in size_groups(sizes):
+                out.extend(restore_decide(logits[a:b], key, self.prep.policy, threshold).to(torch.uint8).cpu().numpy())
         return out
 
 

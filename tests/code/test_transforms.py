@@ -5,9 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from visionflow.data.dataset import EpochSampler
-from visionflow.data.transforms import Augment, apply_policy, pad_collate, restore, round_up
+from visionflow.data.transforms import (
+    Augment,
+    apply_policy,
+    decide,
+    normalise,
+    pad_collate,
+    resize,
+    restore,
+    restore_decide,
+    round_up,
+)
 
 
 def sample(height: int = 45, width: int = 70) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +64,40 @@ def test_restore_drops_the_batch_padding_before_resizing() -> None:
     logits = torch.zeros(1, 1, 64, 64)
     logits[..., :48, :] = 1.0  # the input was 48 rows; 16 rows of collate padding below it
     assert restore(logits, (48, 64, 24, 32), "resize").min() == 1.0
+
+
+@pytest.mark.parametrize("channels", [1, 3, 12])
+@pytest.mark.parametrize(("sizes", "policy"), [((40, 56, 61, 90), "resize"), ((40, 56, 23, 37), "resize"),
+                                               ((40, 56, 35, 50), "pad"), ((40, 56, 40, 56), "resize")])  # fmt: skip
+def test_restore_decide_equals_deciding_on_the_restored_logits(channels, sizes, policy) -> None:
+    generator = torch.Generator().manual_seed(channels)
+    # smooth regions with boundaries, plus fine noise so boundaries are ragged (the case the shortcut must get right)
+    coarse = F.interpolate(torch.randn(3, channels, 5, 7, generator=generator), size=(44, 64), mode="bilinear")
+    logits = 3 * coarse + 0.3 * torch.randn(3, channels, 44, 64, generator=generator)  # 44x64: batch padding too
+    for threshold in (0.3, 0.5):
+        expected = decide(restore(logits, sizes, policy), threshold)
+        got = restore_decide(logits, sizes, policy, threshold)
+        assert got.shape == expected.shape == (3, sizes[2], sizes[3])
+        assert torch.equal(got, expected)
+    assert restore_decide(logits.contiguous(memory_format=torch.channels_last), sizes, policy).equal(
+        decide(restore(logits, sizes, policy))
+    )
+
+
+def test_uint8_resize_is_within_one_grey_level_of_the_float_path() -> None:
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    for size in [(64, 96), (128, 160)]:  # shrink (antialiased) and enlarge
+        fast, _ = resize(image, None, size)
+        reference, _ = resize(image.float(), None, size)
+        assert fast.dtype == torch.uint8 and fast.shape == (*size, 3)
+        assert (fast.int() - reference.int()).abs().max() <= 1
+
+
+def test_normalise_matches_the_encoder_statistics() -> None:
+    images = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected = ((images.float() / 255 - mean) / std).permute(0, 3, 1, 2)
+    assert torch.allclose(normalise(images), expected, atol=1e-5)
 
 
 def test_augmentation_moves_image_and_mask_together_and_is_reproducible() -> None:

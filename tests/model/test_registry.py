@@ -121,7 +121,7 @@ def test_pyfunc_takes_base64_or_arrays_and_matches_predict(trained: tuple[Config
     assert "3 images" in result.output and "1 unreadable" in result.output
     errors = pd.read_csv(workdir / "out" / "errors.csv")
     assert errors["file"].str.endswith("broken.png").all()
-    assert (workdir / "out" / "img_0_overlay.png").is_file()
+    assert (workdir / "out" / "img_0_overlay.jpg").is_file()
 
     import mlflow
 
