@@ -35,13 +35,14 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _guarded(name: str, action: Callable[[], Any]) -> Any:
-    """Run ``action``; a user error (bad params, missing file, unreachable server) is one line, exit code 1."""
+    """Run ``action``; a user error (bad params, missing file, unreachable server) is one line and an exit code:
+    1 in general, or the error's own ``exit_code`` (4 bad data, 75 tracking server away: worth a retry)."""
     try:
         return action()
     except _USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"error: {name}: {message}", err=True)
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=getattr(exc, "exit_code", 1)) from None
 
 
 def _run_stage(name: str, params: Path, **options: Any) -> Any:

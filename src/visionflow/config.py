@@ -349,6 +349,18 @@ class TrackingConfig(_Section):
     local_artifacts: Path = Path("mlartifacts")  # embedded default artifact root (ignored by git)
 
 
+class OrchestrationConfig(_Section):
+    """How the Prefect flows run the pipeline (no stage reads these, so changing them reruns nothing)."""
+
+    retries: int = Field(2, ge=0)  # transient stage failures (tracking server away, DVC busy, killed) are retried
+    retry_delay_seconds: float = Field(30.0, ge=0)  # data-validation and params errors are never retried
+    overlap: Literal["wait", "skip"] = "wait"  # a run that finds the workspace busy waits for it, or skips
+    lock_timeout: float = Field(3600.0, ge=0)  # seconds a waiting run waits before giving up
+    commit: bool = False  # retrain: git-commit dvc.lock after a successful run
+    push: bool = False  # retrain: `dvc push` the outputs to the DVC remote afterwards
+    remote: str | None = None  # that remote's name; null: the default remote (`dvc remote add -d ...`)
+
+
 class Config(_Section):
     project: ProjectConfig = ProjectConfig()
     paths: PathsConfig = PathsConfig()
@@ -360,6 +372,7 @@ class Config(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     register_: RegisterConfig = Field(RegisterConfig(), alias="register")
     tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 

@@ -58,18 +58,24 @@ class RunInfo:
     tracking_uri: str
 
 
+def workspace_root(cwd: Path | None = None) -> Path:
+    """The folder relative tracking paths hang from: the current one, or, for a DVC experiment running in a
+    temporary copy (``dvc exp run --queue`` / ``--temp`` work in ``<workspace>/.dvc/tmp/exps/<tmp>/``), the
+    workspace itself, so queued experiments log to the same embedded store as every other run."""
+    parts = (cwd or Path.cwd()).resolve().parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path(*parts)
+
+
 def _embedded_uri(config: Config) -> str:
-    return f"sqlite:///{config.tracking.local_db.resolve().as_posix()}"
+    return f"sqlite:///{(workspace_root() / config.tracking.local_db).resolve().as_posix()}"
 
 
 def tracking_uri(config: Config) -> str:
     """The store in use: environment first, then params, then the embedded SQLite default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri or _embedded_uri(config)
-
-
-def _is_embedded(config: Config) -> bool:
-    # Compared by value: mlflow.set_tracking_uri itself exports MLFLOW_TRACKING_URI.
-    return tracking_uri(config) == _embedded_uri(config)
 
 
 def _mlflow(config: Config) -> Any:
@@ -83,10 +89,18 @@ def _experiment_id(mlflow: Any, config: Config) -> str:
     experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
     if experiment is not None:
         return str(experiment.experiment_id)
-    location = None
-    if _is_embedded(config):  # keep artifacts beside the SQLite file rather than in ./mlruns
-        location = config.tracking.local_artifacts.resolve().as_uri()
-    return str(mlflow.create_experiment(config.tracking.experiment, artifact_location=location))
+    return str(mlflow.create_experiment(config.tracking.experiment, artifact_location=_artifact_root(config)))
+
+
+def _artifact_root(config: Config) -> str | None:
+    """A new experiment's artifact root in a SQLite store: ``tracking.local_artifacts`` beside the database file,
+    not ./mlruns of whatever folder the stage runs in (a DVC experiment runs in a temporary copy of the
+    workspace). None for a tracking server, whose own artifact root applies."""
+    uri = tracking_uri(config)
+    if not uri.startswith("sqlite:///"):
+        return None
+    root = config.tracking.local_artifacts
+    return (root if root.is_absolute() else Path(uri.removeprefix("sqlite:///")).parent / root).resolve().as_uri()
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -219,6 +233,8 @@ def log_pyfunc_version(
 
 class TrackingUnavailable(RuntimeError):
     """The configured tracking server does not answer."""
+
+    exit_code = 75  # the CLI's exit status: EX_TEMPFAIL (sysexits.h), a failure worth retrying later
 
 
 def ensure_reachable(config: Config, timeout: float = 3.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -54,7 +55,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _lineage_tags(config: Config) -> dict[str, str]:
-    return {
+    tags = {
         "git_commit": tracking.git_commit(),
         "data_hash": tracking.data_hash(config),
         "data_source": config.data.source,
@@ -62,6 +63,11 @@ def _lineage_tags(config: Config) -> dict[str, str]:
         "visionflow.stage": "train",
         "precision": resolve_precision(config.train.precision, resolve_device(config.train.device)),
     }
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the run and `dvc exp show` name one experiment
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("VISIONFLOW_SWEEP"):
+        tags["sweep"] = os.environ["VISIONFLOW_SWEEP"]
+    return tags
 
 
 def _log_data_stages(config: Config) -> None:

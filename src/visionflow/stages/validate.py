@@ -31,6 +31,8 @@ Frame = Literal["rows", "splits", "classes", "drift"]
 class DataValidationError(RuntimeError):
     """The data broke at least one error-severity check; the message names every offending file."""
 
+    exit_code = 4  # the CLI's exit status: bad data, which no retry can fix (the Prefect flows read it)
+
 
 @dataclass(frozen=True)
 class Check:

@@ -1,0 +1,133 @@
+"""Scheduled retraining: retrain when the source data (or the pipeline) changed since dvc.lock, else skip.
+
+One run: hold the workspace (a second run waits or skips) -> `dvc status` against dvc.lock (nothing changed:
+skip, and say so) -> prepare + validate (bad data stops the run and names the files; never retried) -> drift
+report -> balance, train, evaluate -> register, where the promotion gate promotes the model or keeps it as
+challenger -> optionally commit dvc.lock and `dvc push` -> a markdown artifact ``retrain-summary``.
+
+    python pipelines/retrain.py                          # one run now (Prefect's ephemeral API unless
+                                                         # PREFECT_API_URL names a server)
+    python pipelines/retrain.py --force                  # retrain even when nothing changed
+    python pipelines/retrain.py serve --cron "0 3 * * *" # a deployment on a schedule, served by this process
+    prefect deployment run visionflow-retrain/scheduled  # trigger the served deployment now
+
+`prefect.yaml` declares the same flow for work-pool deployments (`prefect deploy --all`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from visionflow.config import Config, load_config
+from visionflow.flows import hold_workspace, publish, run_stages
+from visionflow.orchestration import Changes, Summary, commit_lock, dvc_push, pipeline_changes, read_json
+
+__all__ = ["retrain"]
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACT = "retrain-summary"
+DEPLOYMENT = "scheduled"
+
+
+@task(cache_policy=NO_CACHE)
+def check_changes(repo: Path, config: Config) -> Changes:
+    """`dvc status`: the stale stages against dvc.lock, and whether the source data is among the changes."""
+    changes = pipeline_changes(repo, config)
+    get_run_logger().info("changes since dvc.lock: %s", changes.describe())
+    return changes
+
+
+@task(cache_policy=NO_CACHE)
+def drift_report(repo: Path, config: Config) -> list[str]:
+    """The drift the validate stage measured against the last accepted data: statistics beyond their thresholds
+    (warnings by default; `validate.severity: {drift: error}` makes validation fail on them instead)."""
+    summary = read_json(repo / config.paths.validation / "summary.json") or {}
+    drifting = [d for d in summary.get("drift", []) if d.get("exceeds")]
+    logger = get_run_logger()
+    for d in drifting:
+        logger.warning("drift: %s changed %+.4f (threshold %s)", d["statistic"], d["change"], d["threshold"])
+    return [f"{d['statistic']} {d['change']:+.4f}" for d in drifting]
+
+
+@task(cache_policy=NO_CACHE)
+def publish_data(repo: Path, config: Config, commit: bool, push: bool, message: str) -> list[str]:
+    """Commit dvc.lock and push the outputs to the DVC remote, as asked."""
+    notes = []
+    if commit:
+        revision = commit_lock(repo, message)
+        notes.append(f"committed dvc.lock as {revision}" if revision else "dvc.lock unchanged: nothing to commit")
+    if push:
+        notes.append(f"dvc push: {dvc_push(repo, config.orchestration.remote)}")
+    for note in notes:
+        get_run_logger().info(note)
+    return notes
+
+
+@flow(name="visionflow-retrain", log_prints=True)
+def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = None,
+            push: bool | None = None) -> dict[str, Any]:  # fmt: skip
+    """Retrain when something changed since dvc.lock; ``commit`` / ``push`` default to ``orchestration``."""
+    workspace = Path(repo).resolve()
+    config = load_config(workspace / "params.yaml")
+    settings = config.orchestration
+    summary = Summary("visionflow retraining", "running")
+    with hold_workspace(workspace, config) as held:
+        if not held:
+            summary.outcome = "skipped: another run holds the workspace (orchestration.overlap: skip)"
+            publish(workspace, summary, ARTIFACT, config)
+            return {"outcome": "skipped", "reason": "workspace busy"}
+        changes = check_changes(workspace, config)
+        summary.notes.append(f"changes since dvc.lock: {changes.describe()}")
+        if changes.nothing and not force:
+            summary.outcome = "skipped: nothing changed since dvc.lock (same source data hash); no retraining"
+            get_run_logger().info(summary.outcome)
+            publish(workspace, summary, ARTIFACT, config)
+            return {"outcome": "skipped", "reason": "unchanged"}
+        run_stages(["prepare", "validate"], workspace, config, summary, ARTIFACT)
+        drifting = drift_report(workspace, config)
+        summary.notes.append("drift: " + (", ".join(drifting) or "within thresholds"))
+        run_stages(["balance", "train", "evaluate", "register"], workspace, config, summary, ARTIFACT)
+        registered = summary.stages[-1].ran
+        decision = (read_json(workspace / config.paths.decision) or {}) if registered else {}
+        model = f"{decision.get('model_name')} v{decision.get('version')}"
+        if not registered:
+            outcome, summary.outcome = "up to date", "completed: the model was up to date (register did not run)"
+        elif decision.get("promoted"):
+            outcome, summary.outcome = "promoted", f"promoted: {model} is the new champion"
+        else:
+            outcome, summary.outcome = "kept", f"kept: {model} is {decision.get('alias')}; the champion stays"
+        commit = settings.commit if commit is None else commit
+        push = settings.push if push is None else push
+        summary.notes += publish_data(workspace, config, commit, push, f"retrain: {summary.outcome}")
+        publish(workspace, summary, ARTIFACT, config)
+    return {"outcome": outcome, "version": decision.get("version"), "alias": decision.get("alias")}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", choices=["run", "serve"], default="run")
+    parser.add_argument("--repo", default=os.environ.get("VISIONFLOW_REPO", str(REPO)), help="the workspace")
+    parser.add_argument("--force", action="store_true", help="run: retrain even when nothing changed")
+    parser.add_argument("--cron", help='serve: schedule, e.g. "0 3 * * *" (03:00 every day)')
+    parser.add_argument("--interval", type=float, help="serve: schedule every N seconds instead of a cron")
+    parser.add_argument("--name", default=DEPLOYMENT, help="serve: deployment name")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        schedule: dict[str, Any] = {"cron": args.cron} if args.cron else {}
+        if args.interval:
+            schedule = {"interval": args.interval}
+        retrain.serve(name=args.name, parameters={"repo": str(Path(args.repo).resolve())}, **schedule)
+        return 0
+    state = retrain(repo=args.repo, force=args.force, return_state=True)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

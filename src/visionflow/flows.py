@@ -1,0 +1,88 @@
+"""Prefect building blocks shared by the flows in ``pipelines/``: a DVC stage as a task with retries that know a
+transient failure from bad data, one run per workspace, and the markdown artifact that ends every run.
+
+The flows themselves (``pipelines/training.py``, ``retrain.py``, ``sweep.py``) stay short; the logic they call
+lives in :mod:`visionflow.orchestration` and runs without Prefect.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from a closed network
+
+from prefect import get_run_logger, task
+from prefect import runtime as prefect_runtime
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from visionflow.config import Config, load_config
+from visionflow.orchestration import StageFailed, StageResult, Summary, run_stage, run_summary, workspace_lock
+
+__all__ = ["flow_run_label", "hold_workspace", "publish", "repro_stage", "run_stages"]
+
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed stage only when a retry can help (see :attr:`StageFailed.transient`)."""
+    error = state.result(raise_on_failure=False)
+    transient = not isinstance(error, StageFailed) or error.transient
+    if not transient:
+        get_run_logger().error("not retrying %s: %s", task_run.name, error.headline)
+    return transient
+
+
+@task(task_run_name="dvc repro {stage}", cache_policy=NO_CACHE, retry_condition_fn=_worth_retrying)
+def repro_stage(stage: str, repo: Path) -> StageResult:
+    """One DVC stage. Register tags the model version with this flow run (``VISIONFLOW_FLOW_RUN_ID``)."""
+    logger = get_run_logger()
+    env = dict(os.environ)
+    if prefect_runtime.flow_run.id:
+        env["VISIONFLOW_FLOW_RUN_ID"] = str(prefect_runtime.flow_run.id)
+    try:
+        return run_stage(stage, repo, env, logger.info)
+    finally:
+        if stage == "validate":  # the validation report matters most when validation failed
+            report = repo / load_config(repo / "params.yaml").paths.validation_report
+            if report.is_file():
+                create_markdown_artifact(markdown=report.read_text(encoding="utf-8"), key="data-validation",
+                                         description="visionflow data validation")  # fmt: skip
+
+
+def flow_run_label() -> str:
+    name, run_id = prefect_runtime.flow_run.name, prefect_runtime.flow_run.id
+    return f"flow run '{name}' ({run_id})" if run_id else f"process {os.getpid()}"
+
+
+@contextmanager
+def hold_workspace(repo: Path, config: Config) -> Iterator[bool]:
+    """:func:`workspace_lock` with this flow run as the holder and the Prefect log as the voice."""
+    settings = config.orchestration
+    logger = get_run_logger()
+    with workspace_lock(repo, settings.overlap, settings.lock_timeout, flow_run_label(), logger.warning) as held:
+        yield held
+
+
+def publish(repo: Path, summary: Summary, key: str, config: Config | None = None) -> str:
+    """The run's summary as a Prefect markdown artifact (and in the log); returns the markdown."""
+    markdown = run_summary(repo, summary, config)
+    create_markdown_artifact(markdown=markdown, key=key, description=summary.title)
+    get_run_logger().info("%s", markdown)
+    return markdown
+
+
+def run_stages(stages: Iterable[str], repo: Path, config: Config, summary: Summary, key: str) -> None:
+    """The stages in order, each retried as ``orchestration`` says; on a failure the summary is published with the
+    failing stage's error before the exception ends the flow."""
+    settings = config.orchestration
+    stage_task = repro_stage.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_seconds)
+    for stage in stages:
+        try:
+            summary.stages.append(stage_task(stage, repo))
+        except StageFailed as failure:
+            summary.outcome = f"failed at stage '{stage}': {failure.headline}"
+            publish(repo, summary, key, config)
+            raise

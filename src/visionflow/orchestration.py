@@ -1,0 +1,451 @@
+"""Running the pipeline unattended: one run per workspace, what changed since dvc.lock, stage runs whose failures
+say whether a retry can help, and a summary someone can read afterwards.
+
+Plain Python: the Prefect flows in ``pipelines/`` wrap these in tasks (retries, artifacts, schedules), and tests
+call them directly.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from visionflow.config import Config, load_config
+
+__all__ = [
+    "LOCK_FILE",
+    "OWNER_FILE",
+    "Changes",
+    "StageFailed",
+    "StageResult",
+    "Summary",
+    "SweepPlan",
+    "WorkspaceBusy",
+    "apply_experiment",
+    "commit_lock",
+    "dvc",
+    "dvc_push",
+    "experiment_names",
+    "mlflow_link",
+    "pipeline_changes",
+    "queue_sweep",
+    "read_json",
+    "run_queue",
+    "run_stage",
+    "run_summary",
+    "set_flags",
+    "sweep_results",
+    "workspace_lock",
+]
+
+LOCK_FILE = Path(".dvc/tmp/visionflow-workspace.lock")  # .dvc/tmp: ignored by git, local to this workspace
+OWNER_FILE = Path(".dvc/tmp/visionflow-workspace.owner.json")
+TAIL_LINES = 25  # lines of a failing stage's output repeated in its exception
+# A stage's exit status that no retry can change: 1 with an `error:` line (bad params, a missing file), 4 bad data.
+USER_ERROR, BAD_DATA = 1, 4
+Log = Callable[[str], None]
+
+
+def dvc() -> str:
+    """The dvc beside this interpreter (the project's environment), else the one on PATH."""
+    beside_python = Path(sys.executable).with_name("dvc")
+    return str(beside_python) if beside_python.exists() else (shutil.which("dvc") or "dvc")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one run per workspace
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another run held the workspace for longer than ``orchestration.lock_timeout``."""
+
+
+def _owner(repo: Path) -> str:
+    try:
+        owner = json.loads((repo / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "another run (no owner recorded)"
+    return f"{owner.get('holder', 'a run')} (pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('since')})"
+
+
+@contextmanager
+def workspace_lock(repo: Path, overlap: str, timeout: float, holder: str, log: Log = print) -> Iterator[bool]:
+    """Hold ``repo`` for one run. Yields True once held; False at once when another run holds it and ``overlap`` is
+    ``skip``. With ``wait`` it waits up to ``timeout`` seconds, then raises :class:`WorkspaceBusy`.
+
+    A file lock (``.dvc/tmp/visionflow-workspace.lock``): the kernel releases it when its process dies, so a killed
+    run never leaves the workspace locked. DVC's own lock makes a second ``dvc repro`` fail outright; this one makes
+    a second flow wait its turn (or skip) instead, so dvc.lock is only ever written by one run at a time.
+    """
+    path = repo / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = _owner(repo)
+        if overlap == "skip":
+            log(f"workspace {repo} is busy: {owner} holds it; skipping this run (orchestration.overlap: skip)")
+            yield False
+            return
+        log(f"workspace {repo} is busy: {owner} holds it; waiting up to {timeout:.0f} s (orchestration.overlap: wait)")
+        start = time.monotonic()
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise WorkspaceBusy(
+                f"workspace {repo} still busy after {timeout:.0f} s: {_owner(repo)} holds it "
+                "(raise orchestration.lock_timeout, or set orchestration.overlap: skip)"
+            ) from None
+        log(f"workspace {repo} is free after {time.monotonic() - start:.0f} s; going on")
+    try:
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        owner = {"holder": holder, "pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        (repo / OWNER_FILE).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        yield True
+    finally:
+        (repo / OWNER_FILE).unlink(missing_ok=True)
+        lock.release()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what changed since dvc.lock
+
+
+@dataclass(frozen=True)
+class Changes:
+    """``dvc status`` of the pipeline: the stale stages with DVC's reasons, and the changed source data."""
+
+    stale: dict[str, list[str]]
+    data: list[str]  # the data.root entries DVC found new, modified or deleted against dvc.lock
+
+    @property
+    def nothing(self) -> bool:
+        return not self.stale
+
+    def describe(self) -> str:
+        if self.nothing:
+            return "source data, params and code all match dvc.lock"
+        data = f"source data changed ({', '.join(self.data)}); " if self.data else "source data unchanged; "
+        stages = "; ".join(f"{stage}: {', '.join(reasons)}" for stage, reasons in self.stale.items())
+        return data + "stale: " + stages
+
+
+def _reasons(entries: list[Any]) -> list[str]:
+    reasons = []
+    for entry in entries:
+        if isinstance(entry, str):  # "changed checksum", "always changed"
+            reasons.append(entry)
+            continue
+        for kind, changed in entry.items():  # {"changed deps": {path: "modified", "params.yaml": {...}}}
+            items = changed.items() if isinstance(changed, dict) else [(str(changed), "")]
+            for path, what in items:
+                detail = ", ".join(what) if isinstance(what, dict) else what
+                reasons.append(f"{kind.removeprefix('changed ')} {path}" + (f" ({detail})" if detail else ""))
+    return reasons
+
+
+def pipeline_changes(repo: Path, config: Config | None = None) -> Changes:
+    """What ``dvc repro`` would rerun, and whether the source data (``data.root``) is among it: DVC hashes the
+    data and compares with dvc.lock (its hash cache makes an unchanged folder cheap to check)."""
+    config = config or load_config(repo / "params.yaml")
+    result = subprocess.run([dvc(), "status", "--json"], cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc status failed in {repo}: {(result.stderr or result.stdout).strip()}")
+    status = json.loads(result.stdout or "{}")
+    root = (repo / config.data.root).resolve()
+    data = []
+    for entry in status.get("prepare", []):
+        if isinstance(entry, dict):
+            for path, what in entry.get("changed deps", {}).items():
+                if (repo / path).resolve() == root:
+                    data.append(f"{path}: {what}")
+    if "prepare" in status and not (repo / "dvc.lock").is_file():
+        data.append(f"{config.data.root}: no dvc.lock yet")
+    return Changes({stage: _reasons(entries) for stage, entries in status.items()}, data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running stages
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    ran: bool  # False: DVC found it up to date and skipped it
+    seconds: float
+
+
+class StageFailed(RuntimeError):
+    """A stage exited non-zero; the message holds its error line and the end of its output."""
+
+    def __init__(self, stage: str, exit_code: int | None, headline: str, tail: list[str]) -> None:
+        super().__init__(f"stage '{stage}' failed: {headline}\n--- last output ---\n" + "\n".join(tail))
+        self.stage, self.exit_code, self.headline = stage, exit_code, headline
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: anything but bad data (exit 4) or a reported user error (exit 1 with an `error:` line,
+        e.g. bad params or a missing file). An unreachable tracking server (75), a busy DVC lock, a killed process
+        or an unexpected crash may pass on a later try."""
+        if self.exit_code == BAD_DATA:
+            return False
+        return not (self.exit_code == USER_ERROR and self.headline.startswith("error:"))
+
+
+def run_stage(stage: str, repo: Path, env: Mapping[str, str] | None = None, log: Log = print) -> StageResult:
+    """``dvc repro --single-item <stage>``: DVC still decides whether it is stale. Output goes to ``log`` line by
+    line (progress bars left out); a failure raises :class:`StageFailed` with the stage's own exit status."""
+    command = [dvc(), "repro", "--single-item", stage]
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    skipped, start = False, time.monotonic()
+    environment = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    with subprocess.Popen(command, cwd=repo, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace") as process:  # fmt: skip
+        assert process.stdout is not None
+        for line in process.stdout:
+            for part in line.rstrip("\n").split("\r"):
+                if part.strip() and "it/s]" not in part and "batch/s" not in part and "img/s]" not in part:
+                    tail.append(part)
+                    log(f"{stage} | {part}")
+                    skipped = skipped or f"Stage '{stage}' didn't change, skipping" in part
+    if process.returncode != 0:
+        errors = [line for line in tail if line.startswith("error:")]
+        exited = [int(m) for line in tail for m in re.findall(r"exited with (-?\d+)", line)]
+        lock_busy = any("Unable to acquire lock" in line for line in tail)
+        code = exited[-1] if exited else None if lock_busy else process.returncode
+        headline = errors[0] if errors else next((line for line in tail if line.startswith("ERROR")), f"exit {code}")
+        raise StageFailed(stage, code, headline, list(tail))
+    return StageResult(stage, not skipped, time.monotonic() - start)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sweeps: a grid of DVC experiments
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A grid of ``dvc exp run -S`` experiments, read from a small YAML (see ``examples/sweep.yaml``)."""
+
+    name: str  # experiments are named <name>-1, <name>-2, ...
+    grid: dict[str, list[Any]]  # every combination of these values is one experiment
+    fixed: dict[str, Any] = field(default_factory=dict)  # `set:` overrides shared by every experiment
+    stage: str = "evaluate"  # run the pipeline up to here; the chosen one is registered after `dvc exp apply`
+    metric: str | None = None  # key in metrics.json, e.g. val.miou; null: the task's primary val metric
+
+    @classmethod
+    def read(cls, path: Path) -> SweepPlan:
+        import yaml
+
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"sweep file {path}: {exc}") from None
+        unknown = set(spec) - {"name", "grid", "set", "stage", "metric"}
+        grid = spec.get("grid")
+        if unknown or not isinstance(grid, dict) or not grid:
+            raise ValueError(
+                f"sweep file {path}: needs `grid:` (param -> list of values)"
+                + (f"; unknown keys {sorted(unknown)} (allowed: name, grid, set, stage, metric)" if unknown else "")
+            )
+        grid = {key: values if isinstance(values, list) else [values] for key, values in grid.items()}
+        name = str(spec.get("name") or path.stem)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"sweep file {path}: name '{name}' must be letters, digits, '-', '_' or '.'")
+        return cls(name, grid, spec.get("set") or {}, spec.get("stage", "evaluate"), spec.get("metric"))
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid values, each with the fixed overrides (the grid wins on a clash)."""
+        import itertools
+
+        keys = list(self.grid)
+        return [self.fixed | dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())]
+
+
+def set_flags(overrides: Mapping[str, Any]) -> list[str]:
+    """``-S key=value`` per override, values in YAML flow style as DVC parses them (lists, null, strings)."""
+    import yaml
+
+    flags = []
+    for key, value in overrides.items():
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+        flags += ["-S", f"{key}={text}"]
+    return flags
+
+
+def _dvc_checked(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    result = subprocess.run([dvc(), *args], cwd=repo, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed in {repo}: {(result.stderr or result.stdout).strip()}")
+    return result.stdout
+
+
+def experiment_names(repo: Path) -> set[str]:
+    """Names of the experiments DVC holds for this workspace (all baselines)."""
+    names = set()
+    for baseline in json.loads(_dvc_checked(repo, "exp", "show", "--json", "-A") or "[]"):
+        for experiment in baseline.get("experiments") or []:
+            names.add(experiment.get("name"))
+    return names - {None}
+
+
+def queue_sweep(repo: Path, plan: SweepPlan, log: Log = print) -> list[str]:
+    """``dvc exp run --queue`` one experiment per grid point; a rerun of the same sweep replaces its old ones."""
+    names = [f"{plan.name}-{k}" for k in range(1, len(plan.points()) + 1)]
+    stale = sorted(set(names) & experiment_names(repo))
+    if stale:
+        log(f"replacing earlier experiments of sweep '{plan.name}': {', '.join(stale)}")
+        _dvc_checked(repo, "exp", "remove", *stale)
+    for name, point in zip(names, plan.points(), strict=True):
+        _dvc_checked(repo, "exp", "run", "--queue", "--name", name, *set_flags(point), plan.stage)
+        log(f"queued {name}: {', '.join(f'{k}={v}' for k, v in point.items())}")
+    return names
+
+
+def run_queue(repo: Path, jobs: int, env: Mapping[str, str] | None = None) -> None:
+    """Run every queued experiment (``dvc exp run --run-all``); waits until the queue is done."""
+    subprocess.run([dvc(), "exp", "run", "--run-all", "--jobs", str(jobs)], cwd=repo, env=env, check=False)
+
+
+def _dig(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def sweep_results(repo: Path, plan: SweepPlan, names: list[str], metric: str, metrics_file: str) -> list[dict]:
+    """Per experiment: its overrides and ``metric`` (None when it failed), from ``dvc exp show --json``."""
+    shown = {}
+    for baseline in json.loads(_dvc_checked(repo, "exp", "show", "--json") or "[]"):
+        for experiment in baseline.get("experiments") or []:
+            data = (experiment.get("revs") or [{}])[0].get("data") or {}
+            value = _dig((data.get("metrics") or {}).get(metrics_file, {}).get("data", {}), metric)
+            shown[experiment.get("name")] = value
+    return [{"experiment": name, **point, metric: shown.get(name)}
+            for name, point in zip(names, plan.points(), strict=True)]  # fmt: skip
+
+
+def apply_experiment(repo: Path, name: str) -> None:
+    """``dvc exp apply``: the experiment's params, dvc.lock and outputs into the workspace."""
+    _dvc_checked(repo, "exp", "apply", name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# after the run
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+
+def commit_lock(repo: Path, message: str) -> str | None:
+    """Commit dvc.lock (and nothing else) when it changed; returns the new commit, or None when there was nothing."""
+    if not _git(repo, "status", "--porcelain", "--", "dvc.lock").stdout.strip():
+        return None
+    for args in (("add", "--", "dvc.lock"), ("commit", "-m", message, "--", "dvc.lock")):
+        result = _git(repo, *args)
+        if result.returncode != 0:
+            raise RuntimeError(f"git {args[0]} dvc.lock failed in {repo}: {(result.stderr or result.stdout).strip()}")
+    return _git(repo, "rev-parse", "--short", "HEAD").stdout.strip()
+
+
+def dvc_push(repo: Path, remote: str | None = None) -> str:
+    """``dvc push`` the pipeline's cached outputs to ``remote`` (default: the project's default remote)."""
+    command = [dvc(), "push", *(["--remote", remote] if remote else [])]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"dvc push failed in {repo}: {(result.stderr or result.stdout).strip()} (configure a remote with "
+            "`dvc remote add -d storage <path or s3://...>`, or set orchestration.remote)"
+        )
+    return (result.stdout or "").strip().splitlines()[-1] if result.stdout.strip() else "pushed"
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def mlflow_link(run: Mapping[str, Any]) -> str:
+    """A link to the run in the MLflow UI (tracking server), or how to open it (embedded SQLite store)."""
+    uri, experiment, run_id = str(run.get("tracking_uri", "")), run.get("experiment_id"), run.get("run_id")
+    if uri.startswith(("http://", "https://")):
+        return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id})"
+    return f"`{run_id}` in `{uri}` (open with `mlflow ui --backend-store-uri {uri}`)"
+
+
+@dataclass
+class Summary:
+    """What one flow run did, rendered as markdown for a Prefect artifact (and the log)."""
+
+    title: str
+    outcome: str
+    stages: list[StageResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)  # markdown blocks shown after the notes
+
+
+def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> str:
+    """Markdown: outcome, stages, data validation and drift, val metrics, the gate's decision, the MLflow run."""
+    config = config or load_config(repo / "params.yaml")
+    paths = config.paths
+    lines = [f"# {summary.title}", "", f"**{summary.outcome}**", ""]
+    lines += [f"- {note}" for note in summary.notes]
+    for section in summary.sections:
+        lines += ["", section]
+    if summary.stages:
+        lines += ["", "| stage | result | seconds |", "|---|---|---:|"]
+        lines += [f"| {s.stage} | {'ran' if s.ran else 'up to date'} | {s.seconds:.0f} |" for s in summary.stages]
+    validation = read_json(repo / paths.validation / "summary.json")
+    if validation:
+        verdict = "passed" if validation.get("success") else "FAILED"
+        lines += ["", "## Data validation", "",
+                  f"{verdict}: {validation.get('inputs')} inputs, {validation.get('accepted')} accepted, "
+                  f"{validation.get('quarantined')} set aside."]  # fmt: skip
+        failing = [c for c in validation.get("checks", []) if c.get("failing")]
+        lines += [f"- `{c['check']}` ({c['severity']}): {c['failing']} failing" for c in failing]
+        drifting = [d for d in validation.get("drift", []) if d.get("exceeds")]
+        lines.append(
+            "- drift: " + (", ".join(f"{d['statistic']} {d['change']:+.3f}" for d in drifting) or "within thresholds")
+        )
+    metrics = (read_json(repo / paths.metrics) or {}).get("val")
+    if metrics:
+        headline = [k for k in ("miou", "mean_dice", "pixel_accuracy", "accuracy", "balanced_accuracy", "macro_f1")
+                    if k in metrics]  # fmt: skip
+        lines += ["", "## Val metrics", "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {metrics[k]:.4f} |" for k in headline]
+    decision = read_json(repo / paths.decision)
+    if decision:
+        verb = "promoted to champion" if decision.get("promoted") else f"kept as {decision.get('alias')}"
+        lines += ["", "## Promotion gate", "",
+                  f"{decision.get('model_name')} v{decision.get('version')} {verb} "
+                  f"(champion before: {decision.get('champion_before') or 'none'})."]  # fmt: skip
+        gate = decision.get("gate") or {}
+        if gate:
+            lines.append(
+                f"- mean {gate['metric']} {gate['candidate_mean']:.4f} vs {gate['champion_mean']:.4f}, "
+                f"difference {gate['mean_difference']:+.4f}, {gate['confidence']:.0%} CI "
+                f"[{gate['ci_low']:+.4f}, {gate['ci_high']:+.4f}] over {gate['images']} images"
+            )
+        lines += [f"- {reason}" for reason in decision.get("reasons", [])]
+    run = read_json(repo / paths.run_info)
+    if run:
+        lines += ["", "## MLflow", "", f"Run {mlflow_link(run)}"]
+    return "\n".join(lines) + "\n"
