@@ -8,6 +8,7 @@ challenger -> optionally commit dvc.lock and `dvc push` -> a markdown artifact `
     python pipelines/retrain.py                          # one run now (Prefect's ephemeral API unless
                                                          # PREFECT_API_URL names a server)
     python pipelines/retrain.py --force                  # retrain even when nothing changed
+    python pipelines/retrain.py --commit --push          # then commit dvc.lock and `dvc push` the outputs
     python pipelines/retrain.py serve --cron "0 3 * * *" # a deployment on a schedule, served by this process
     prefect deployment run visionflow-retrain/scheduled  # trigger the served deployment now
 
@@ -83,7 +84,8 @@ def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = No
             summary.outcome = "skipped: another run holds the workspace (orchestration.overlap: skip)"
             publish(workspace, summary, ARTIFACT, config)
             return {"outcome": "skipped", "reason": "workspace busy"}
-        changes = check_changes(workspace, config)
+        retried = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_seconds}
+        changes = check_changes.with_options(**retried)(workspace, config)  # DVC's lock may be busy a moment
         summary.notes.append(f"changes since dvc.lock: {changes.describe()}")
         if changes.nothing and not force:
             summary.outcome = "skipped: nothing changed since dvc.lock (same source data hash); no retraining"
@@ -115,6 +117,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("command", nargs="?", choices=["run", "serve"], default="run")
     parser.add_argument("--repo", default=os.environ.get("VISIONFLOW_REPO", str(REPO)), help="the workspace")
     parser.add_argument("--force", action="store_true", help="run: retrain even when nothing changed")
+    parser.add_argument("--commit", action="store_true", default=None, help="git-commit dvc.lock afterwards")
+    parser.add_argument("--push", action="store_true", default=None, help="`dvc push` afterwards")
     parser.add_argument("--cron", help='serve: schedule, e.g. "0 3 * * *" (03:00 every day)')
     parser.add_argument("--interval", type=float, help="serve: schedule every N seconds instead of a cron")
     parser.add_argument("--name", default=DEPLOYMENT, help="serve: deployment name")
@@ -125,7 +129,7 @@ def main(argv: list[str]) -> int:
             schedule = {"interval": args.interval}
         retrain.serve(name=args.name, parameters={"repo": str(Path(args.repo).resolve())}, **schedule)
         return 0
-    state = retrain(repo=args.repo, force=args.force, return_state=True)
+    state = retrain(repo=args.repo, force=args.force, commit=args.commit, push=args.push, return_state=True)
     return 0 if state.is_completed() else 1
 
 

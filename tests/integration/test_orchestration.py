@@ -91,12 +91,19 @@ def test_retraining_skips_unchanged_data_retrains_on_a_new_image_and_stops_at_a_
     data = tmp_path / "incoming"
     image, mask = builtin.generate_sample(99, builtin.BuiltinConfig(image_size=64, seed=5), has_rare=True)
     write_pair(data, ("train", "trainannot"), "frame_new.png", image, mask)
-    retrained = flow(workspace, tmp_path, "retrain.py")
+    remote = tmp_path / "dvc-remote"  # a local folder as the DVC remote
+    run_tool("dvc", "remote", "add", "-d", "storage", str(remote), cwd=workspace)
+    retrained = flow(workspace, tmp_path, "retrain.py", "--commit", "--push")
     assert "source data changed" in retrained
     assert "| train | ran |" in retrained, "the new image is trained on"
     assert len(versions(workspace)) == 2 and ("promoted:" in retrained or "kept:" in retrained)
     accepted = (workspace / "data" / "validation" / "accepted.csv").read_text()
     assert "frame_new.png" in accepted
+    last_commit = run_tool("git", "log", "-1", "--name-only", "--format=%s", cwd=workspace).stdout
+    assert last_commit.startswith("retrain: ") and last_commit.split()[-1] == "dvc.lock"
+    outs = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["train"]["outs"]
+    model_md5 = next(out["md5"] for out in outs if out["path"].endswith("model.pt"))
+    assert (remote / "files" / "md5" / model_md5[:2] / model_md5[2:]).is_file(), "the new model was pushed"
 
     corrupt = data / "train" / "frame_bad.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
