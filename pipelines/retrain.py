@@ -27,8 +27,18 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from visionflow.config import Config, load_config
-from visionflow.flows import hold_workspace, publish, run_stages
-from visionflow.orchestration import Changes, Summary, commit_lock, dvc_push, pipeline_changes, read_json
+from visionflow.flows import hold_workspace, publish, run_stages, skip_busy
+from visionflow.orchestration import (
+    Changes,
+    Summary,
+    commit_lock,
+    dvc_pull,
+    dvc_push,
+    dvc_remotes,
+    pipeline_changes,
+    read_json,
+)
+from visionflow.stages import STAGE_NAMES
 
 __all__ = ["retrain"]
 
@@ -58,14 +68,26 @@ def drift_report(repo: Path, config: Config) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE)
+def pull_outputs(repo: Path, config: Config) -> str:
+    """A fresh clone or a new worker has dvc.lock but not its outputs: fetch them before deciding anything."""
+    try:
+        pulled = dvc_pull(repo, config.orchestration.remote)
+        note = f"outputs were missing here; pulled them from the DVC remote ({pulled})"
+    except RuntimeError as exc:
+        note = f"outputs are missing here and `dvc pull` could not fetch them ({exc}); retraining instead"
+    get_run_logger().info(note)
+    return note
+
+
+@task(cache_policy=NO_CACHE)
 def publish_data(repo: Path, config: Config, commit: bool, push: bool, message: str) -> list[str]:
-    """Commit dvc.lock and push the outputs to the DVC remote, as asked."""
+    """Push the outputs to the DVC remote, then commit dvc.lock (a commit never names outputs the remote lacks)."""
     notes = []
+    if push:
+        notes.append(f"dvc push: {dvc_push(repo, config.orchestration.remote)}")
     if commit:
         revision = commit_lock(repo, message)
         notes.append(f"committed dvc.lock as {revision}" if revision else "dvc.lock unchanged: nothing to commit")
-    if push:
-        notes.append(f"dvc push: {dvc_push(repo, config.orchestration.remote)}")
     for note in notes:
         get_run_logger().info(note)
     return notes
@@ -74,28 +96,33 @@ def publish_data(repo: Path, config: Config, commit: bool, push: bool, message: 
 @flow(name="visionflow-retrain", log_prints=True)
 def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = None,
             push: bool | None = None) -> dict[str, Any]:  # fmt: skip
-    """Retrain when something changed since dvc.lock; ``commit`` / ``push`` default to ``orchestration``."""
+    """Retrain when something changed since dvc.lock (``force``: regardless); ``commit`` / ``push`` default to
+    ``orchestration``."""
     workspace = Path(repo).resolve()
     config = load_config(workspace / "params.yaml")
     settings = config.orchestration
     summary = Summary("visionflow retraining", "running")
     with hold_workspace(workspace, config) as held:
         if not held:
-            summary.outcome = "skipped: another run holds the workspace (orchestration.overlap: skip)"
-            publish(workspace, summary, ARTIFACT, config)
-            return {"outcome": "skipped", "reason": "workspace busy"}
-        retried = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_seconds}
-        changes = check_changes.with_options(**retried)(workspace, config)  # DVC's lock may be busy a moment
+            return skip_busy(workspace, summary, ARTIFACT, config)
+        retried = check_changes.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_seconds)
+        changes = retried(workspace, config)  # `dvc status` may meet DVC's lock for a moment
+        if changes.outputs_missing_only and dvc_remotes(workspace):
+            summary.notes.append(pull_outputs(workspace, config))
+            changes = retried(workspace, config)
         summary.notes.append(f"changes since dvc.lock: {changes.describe()}")
         if changes.nothing and not force:
             summary.outcome = "skipped: nothing changed since dvc.lock (same source data hash); no retraining"
             get_run_logger().info(summary.outcome)
             publish(workspace, summary, ARTIFACT, config)
             return {"outcome": "skipped", "reason": "unchanged"}
-        run_stages(["prepare", "validate"], workspace, config, summary, ARTIFACT)
+        split = STAGE_NAMES.index("validate") + 1
+        data_stages, model_stages = STAGE_NAMES[:split], STAGE_NAMES[split:]
+        run_stages(data_stages, workspace, config, summary, ARTIFACT)
         drifting = drift_report(workspace, config)
         summary.notes.append("drift: " + (", ".join(drifting) or "within thresholds"))
-        run_stages(["balance", "train", "evaluate", "register"], workspace, config, summary, ARTIFACT)
+        forced = model_stages[1:] if force else ()  # train, evaluate, register even when up to date
+        run_stages(model_stages, workspace, config, summary, ARTIFACT, force=forced)
         registered = summary.stages[-1].ran
         decision = (read_json(workspace / config.paths.decision) or {}) if registered else {}
         model = f"{decision.get('model_name')} v{decision.get('version')}"
@@ -107,7 +134,12 @@ def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = No
             outcome, summary.outcome = "kept", f"kept: {model} is {decision.get('alias')}; the champion stays"
         commit = settings.commit if commit is None else commit
         push = settings.push if push is None else push
-        summary.notes += publish_data(workspace, config, commit, push, f"retrain: {summary.outcome}")
+        try:
+            summary.notes += publish_data(workspace, config, commit, push, f"retrain: {summary.outcome}")
+        except RuntimeError as exc:  # the model is registered either way: say so, and what did not happen
+            summary.outcome += f"; but publishing failed: {exc}"
+            publish(workspace, summary, ARTIFACT, config)
+            raise
         publish(workspace, summary, ARTIFACT, config)
     return {"outcome": outcome, "version": decision.get("version"), "alias": decision.get("alias")}
 
@@ -117,8 +149,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("command", nargs="?", choices=["run", "serve"], default="run")
     parser.add_argument("--repo", default=os.environ.get("VISIONFLOW_REPO", str(REPO)), help="the workspace")
     parser.add_argument("--force", action="store_true", help="run: retrain even when nothing changed")
-    parser.add_argument("--commit", action="store_true", default=None, help="git-commit dvc.lock afterwards")
-    parser.add_argument("--push", action="store_true", default=None, help="`dvc push` afterwards")
+    toggle = argparse.BooleanOptionalAction
+    parser.add_argument("--commit", action=toggle, help="git-commit dvc.lock afterwards (default: params)")
+    parser.add_argument("--push", action=toggle, help="`dvc push` afterwards (default: params)")
     parser.add_argument("--cron", help='serve: schedule, e.g. "0 3 * * *" (03:00 every day)')
     parser.add_argument("--interval", type=float, help="serve: schedule every N seconds instead of a cron")
     parser.add_argument("--name", default=DEPLOYMENT, help="serve: deployment name")

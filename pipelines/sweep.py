@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from visionflow.config import Config, load_config
-from visionflow.flows import hold_workspace, publish, run_stages
+from visionflow.flows import hold_workspace, publish, run_stages, skip_busy
 from visionflow.orchestration import (
     Summary,
     SweepPlan,
@@ -47,7 +47,9 @@ def queue(repo: Path, plan: SweepPlan) -> list[str]:
 @task(cache_policy=NO_CACHE)
 def run_all(repo: Path, plan: SweepPlan, jobs: int) -> None:
     """DVC runs the queue (``--jobs`` experiments at once); each run's MLflow run is tagged with the sweep."""
-    run_queue(repo, jobs, dict(os.environ, VISIONFLOW_SWEEP=plan.name))
+    logger = get_run_logger()
+    if run_queue(repo, jobs, dict(os.environ, VISIONFLOW_SWEEP=plan.name), logger.info) != 0:
+        logger.warning("an experiment failed; the others ran (`dvc queue logs <name>` has its output)")
 
 
 @task(cache_policy=NO_CACHE)
@@ -76,9 +78,7 @@ def sweep(plan_file: str, repo: str = str(REPO), apply_best: bool = False, jobs:
     summary = Summary(f"visionflow sweep '{plan.name}'", "running")
     with hold_workspace(workspace, config) as held:
         if not held:
-            summary.outcome = "skipped: another run holds the workspace (orchestration.overlap: skip)"
-            publish(workspace, summary, ARTIFACT, config)
-            return {"outcome": "skipped"}
+            return skip_busy(workspace, summary, ARTIFACT, config)
         names = queue(workspace, plan)
         run_all(workspace, plan, jobs)
         rows, metric = results(workspace, plan, names, config)

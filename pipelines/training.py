@@ -23,7 +23,7 @@ from pathlib import Path
 from prefect import flow
 
 from visionflow.config import load_config
-from visionflow.flows import hold_workspace, publish, run_stages
+from visionflow.flows import hold_workspace, publish, run_stages, skip_busy
 from visionflow.orchestration import Summary
 from visionflow.stages import STAGE_NAMES
 
@@ -41,9 +41,7 @@ def training_pipeline(repo: str = str(REPO), stages: list[str] | None = None) ->
     summary = Summary("visionflow training", "running")
     with hold_workspace(workspace, config) as held:
         if not held:
-            summary.outcome = "skipped: another run holds the workspace (orchestration.overlap: skip)"
-            publish(workspace, summary, ARTIFACT, config)
-            return {"outcome": "skipped"}
+            return skip_busy(workspace, summary, ARTIFACT, config)
         run_stages(stages or list(STAGE_NAMES), workspace, config, summary, ARTIFACT)
         ran = [s.stage for s in summary.stages if s.ran]
         summary.outcome = f"completed: ran {', '.join(ran)}" if ran else "completed: everything was up to date"

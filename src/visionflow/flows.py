@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from visionflow.config import Config, load_config
 from visionflow.orchestration import StageFailed, StageResult, Summary, run_stage, run_summary, workspace_lock
 
-__all__ = ["flow_run_label", "hold_workspace", "publish", "repro_stage", "run_stages"]
+__all__ = ["flow_run_label", "hold_workspace", "publish", "repro_stage", "run_stages", "skip_busy"]
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
@@ -36,14 +36,14 @@ def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(task_run_name="dvc repro {stage}", cache_policy=NO_CACHE, retry_condition_fn=_worth_retrying)
-def repro_stage(stage: str, repo: Path) -> StageResult:
-    """One DVC stage. Register tags the model version with this flow run (``VISIONFLOW_FLOW_RUN_ID``)."""
+def repro_stage(stage: str, repo: Path, force: bool = False) -> StageResult:
+    """One DVC stage (``force``: even when up to date). Register tags the model version with this flow run."""
     logger = get_run_logger()
     env = dict(os.environ)
     if prefect_runtime.flow_run.id:
         env["VISIONFLOW_FLOW_RUN_ID"] = str(prefect_runtime.flow_run.id)
     try:
-        return run_stage(stage, repo, env, logger.info)
+        return run_stage(stage, repo, env, logger.info, force)
     finally:
         if stage == "validate":  # the validation report matters most when validation failed
             report = repo / load_config(repo / "params.yaml").paths.validation_report
@@ -74,14 +74,23 @@ def publish(repo: Path, summary: Summary, key: str, config: Config | None = None
     return markdown
 
 
-def run_stages(stages: Iterable[str], repo: Path, config: Config, summary: Summary, key: str) -> None:
-    """The stages in order, each retried as ``orchestration`` says; on a failure the summary is published with the
-    failing stage's error before the exception ends the flow."""
+def skip_busy(repo: Path, summary: Summary, key: str, config: Config) -> dict[str, Any]:
+    """What a flow returns (and publishes) when ``orchestration.overlap: skip`` found the workspace busy."""
+    summary.outcome = "skipped: another run holds the workspace (orchestration.overlap: skip)"
+    publish(repo, summary, key, config)
+    return {"outcome": "skipped", "reason": "workspace busy"}
+
+
+def run_stages(stages: Iterable[str], repo: Path, config: Config, summary: Summary, key: str,
+               force: Iterable[str] = ()) -> None:  # fmt: skip
+    """The stages in order (those in ``force`` even when up to date), each retried as ``orchestration`` says; on a
+    failure the summary is published with the failing stage's error before the exception ends the flow."""
     settings = config.orchestration
     stage_task = repro_stage.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_seconds)
+    forced = set(force)
     for stage in stages:
         try:
-            summary.stages.append(stage_task(stage, repo))
+            summary.stages.append(stage_task(stage, repo, stage in forced))
         except StageFailed as failure:
             summary.outcome = f"failed at stage '{stage}': {failure.headline}"
             publish(repo, summary, key, config)

@@ -39,7 +39,9 @@ __all__ = [
     "apply_experiment",
     "commit_lock",
     "dvc",
+    "dvc_pull",
     "dvc_push",
+    "dvc_remotes",
     "experiment_names",
     "mlflow_link",
     "pipeline_changes",
@@ -56,8 +58,9 @@ __all__ = [
 LOCK_FILE = Path(".dvc/tmp/visionflow-workspace.lock")  # .dvc/tmp: ignored by git, local to this workspace
 OWNER_FILE = Path(".dvc/tmp/visionflow-workspace.owner.json")
 TAIL_LINES = 25  # lines of a failing stage's output repeated in its exception
-# A stage's exit status that no retry can change: 1 with an `error:` line (bad params, a missing file), 4 bad data.
-USER_ERROR, BAD_DATA = 1, 4
+# Exit statuses no retry can change: 1 with an `error:` line (bad params, a missing file), 4 bad data, and 255:
+# DVC itself refused (no stage ran: a params interpolation error, a missing stage).
+USER_ERROR, BAD_DATA, DVC_REFUSED = 1, 4, 255
 Log = Callable[[str], None]
 
 
@@ -65,6 +68,13 @@ def dvc() -> str:
     """The dvc beside this interpreter (the project's environment), else the one on PATH."""
     beside_python = Path(sys.executable).with_name("dvc")
     return str(beside_python) if beside_python.exists() else (shutil.which("dvc") or "dvc")
+
+
+def _dvc_checked(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    result = subprocess.run([dvc(), *args], cwd=repo, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed in {repo}: {(result.stderr or result.stdout).strip()}")
+    return result.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -138,6 +148,13 @@ class Changes:
     def nothing(self) -> bool:
         return not self.stale
 
+    @property
+    def outputs_missing_only(self) -> bool:
+        """Only outputs are absent here (a fresh clone, a new worker): nothing a `dvc pull` could not bring back."""
+        reasons = [reason for stage in self.stale.values() for reason in stage]
+        missing = ("(deleted)", "(not in cache)")
+        return bool(reasons) and not self.data and all(reason.endswith(missing) for reason in reasons)
+
     def describe(self) -> str:
         if self.nothing:
             return "source data, params and code all match dvc.lock"
@@ -164,10 +181,7 @@ def pipeline_changes(repo: Path, config: Config | None = None) -> Changes:
     """What ``dvc repro`` would rerun, and whether the source data (``data.root``) is among it: DVC hashes the
     data and compares with dvc.lock (its hash cache makes an unchanged folder cheap to check)."""
     config = config or load_config(repo / "params.yaml")
-    result = subprocess.run([dvc(), "status", "--json"], cwd=repo, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"dvc status failed in {repo}: {(result.stderr or result.stdout).strip()}")
-    status = json.loads(result.stdout or "{}")
+    status = json.loads(_dvc_checked(repo, "status", "--json") or "{}")
     root = (repo / config.data.root).resolve()
     data = []
     for entry in status.get("prepare", []):
@@ -187,12 +201,17 @@ def pipeline_changes(repo: Path, config: Config | None = None) -> Changes:
 @dataclass(frozen=True)
 class StageResult:
     stage: str
-    ran: bool  # False: DVC found it up to date and skipped it
+    ran: bool  # False: DVC found it up to date, or restored its outputs from the run-cache
     seconds: float
+    restored: bool = False  # DVC's run-cache had this stage's outputs for these deps and params
 
 
 class StageFailed(RuntimeError):
-    """A stage exited non-zero; the message holds its error line and the end of its output."""
+    """A stage failed; the message holds its error line and the end of its output.
+
+    ``exit_code`` is the stage command's own status when it ran ("exited with N"), None when DVC's lock was busy,
+    else DVC's status (255: DVC itself refused, e.g. a params interpolation error or a missing stage).
+    """
 
     def __init__(self, stage: str, exit_code: int | None, headline: str, tail: list[str]) -> None:
         super().__init__(f"stage '{stage}' failed: {headline}\n--- last output ---\n" + "\n".join(tail))
@@ -200,38 +219,47 @@ class StageFailed(RuntimeError):
 
     @property
     def transient(self) -> bool:
-        """Worth retrying: anything but bad data (exit 4) or a reported user error (exit 1 with an `error:` line,
-        e.g. bad params or a missing file). An unreachable tracking server (75), a busy DVC lock, a killed process
-        or an unexpected crash may pass on a later try."""
-        if self.exit_code == BAD_DATA:
+        """Worth retrying: an unreachable tracking server (75), DVC's lock busy (None), a killed stage (negative
+        status or 128+signal) or an unexpected crash (a traceback: exit 1 without an `error:` line). Never bad data
+        (4), a reported user error (1 with an `error:` line: bad params, a missing file) or DVC refusing the
+        pipeline itself (255)."""
+        if self.exit_code in (BAD_DATA, DVC_REFUSED):
             return False
         return not (self.exit_code == USER_ERROR and self.headline.startswith("error:"))
 
 
-def run_stage(stage: str, repo: Path, env: Mapping[str, str] | None = None, log: Log = print) -> StageResult:
-    """``dvc repro --single-item <stage>``: DVC still decides whether it is stale. Output goes to ``log`` line by
-    line (progress bars left out); a failure raises :class:`StageFailed` with the stage's own exit status."""
-    command = [dvc(), "repro", "--single-item", stage]
+def run_stage(stage: str, repo: Path, env: Mapping[str, str] | None = None, log: Log = print,
+              force: bool = False) -> StageResult:  # fmt: skip
+    """``dvc repro --single-item <stage>`` (``--force``: even when up to date): DVC still decides whether it is
+    stale. Output goes to ``log`` line by line (progress bars left out); a failure raises :class:`StageFailed` with
+    the stage's own exit status. Interrupting this (Ctrl-C, a cancelled flow run) stops the stage too."""
+    command = [dvc(), "repro", "--single-item", *(["--force"] if force else []), stage]
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    skipped, start = False, time.monotonic()
+    first_error, skipped, restored, start = None, False, False, time.monotonic()
     environment = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     with subprocess.Popen(command, cwd=repo, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace") as process:  # fmt: skip
         assert process.stdout is not None
-        for line in process.stdout:
-            for part in line.rstrip("\n").split("\r"):
-                if part.strip() and "it/s]" not in part and "batch/s" not in part and "img/s]" not in part:
-                    tail.append(part)
-                    log(f"{stage} | {part}")
-                    skipped = skipped or f"Stage '{stage}' didn't change, skipping" in part
+        try:
+            for line in process.stdout:
+                for part in line.rstrip("\n").split("\r"):
+                    if part.strip() and "it/s]" not in part and "batch/s" not in part and "img/s]" not in part:
+                        tail.append(part)
+                        log(f"{stage} | {part}")
+                        first_error = first_error or (part if part.startswith("error:") else None)
+                        skipped = skipped or f"Stage '{stage}' didn't change, skipping" in part
+                        restored = restored or f"Stage '{stage}' is cached - skipping run" in part
+        except BaseException:
+            process.terminate()  # never leave a stage writing outputs after its flow has gone
+            process.wait(timeout=60)
+            raise
     if process.returncode != 0:
-        errors = [line for line in tail if line.startswith("error:")]
         exited = [int(m) for line in tail for m in re.findall(r"exited with (-?\d+)", line)]
         lock_busy = any("Unable to acquire lock" in line for line in tail)
         code = exited[-1] if exited else None if lock_busy else process.returncode
-        headline = errors[0] if errors else next((line for line in tail if line.startswith("ERROR")), f"exit {code}")
-        raise StageFailed(stage, code, headline, list(tail))
-    return StageResult(stage, not skipped, time.monotonic() - start)
+        dvc_error = next((line for line in tail if line.startswith("ERROR")), None)
+        raise StageFailed(stage, code, first_error or dvc_error or f"exit {code}", list(tail))
+    return StageResult(stage, not (skipped or restored), time.monotonic() - start, restored)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,6 +284,8 @@ class SweepPlan:
             spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"sweep file {path}: {exc}") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"sweep file {path}: expected a mapping with `grid:`, got {type(spec).__name__}")
         unknown = set(spec) - {"name", "grid", "set", "stage", "metric"}
         grid = spec.get("grid")
         if unknown or not isinstance(grid, dict) or not grid:
@@ -264,6 +294,16 @@ class SweepPlan:
                 + (f"; unknown keys {sorted(unknown)} (allowed: name, grid, set, stage, metric)" if unknown else "")
             )
         grid = {key: values if isinstance(values, list) else [values] for key, values in grid.items()}
+        if empty := [key for key, values in grid.items() if not values]:
+            raise ValueError(f"sweep file {path}: grid values of {', '.join(empty)} are empty")
+        from visionflow.stages import STAGE_NAMES
+
+        stages = [stage for stage in STAGE_NAMES if stage != "register"]
+        if spec.get("stage", "evaluate") not in stages:
+            raise ValueError(
+                f"sweep file {path}: stage '{spec.get('stage')}' must be one of {', '.join(stages)} "
+                "(experiments are not registered; `--apply-best` registers the chosen one)"
+            )
         name = str(spec.get("name") or path.stem)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise ValueError(f"sweep file {path}: name '{name}' must be letters, digits, '-', '_' or '.'")
@@ -288,13 +328,6 @@ def set_flags(overrides: Mapping[str, Any]) -> list[str]:
     return flags
 
 
-def _dvc_checked(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
-    result = subprocess.run([dvc(), *args], cwd=repo, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed in {repo}: {(result.stderr or result.stdout).strip()}")
-    return result.stdout
-
-
 def experiment_names(repo: Path) -> set[str]:
     """Names of the experiments DVC holds for this workspace (all baselines)."""
     names = set()
@@ -317,9 +350,15 @@ def queue_sweep(repo: Path, plan: SweepPlan, log: Log = print) -> list[str]:
     return names
 
 
-def run_queue(repo: Path, jobs: int, env: Mapping[str, str] | None = None) -> None:
-    """Run every queued experiment (``dvc exp run --run-all``); waits until the queue is done."""
-    subprocess.run([dvc(), "exp", "run", "--run-all", "--jobs", str(jobs)], cwd=repo, env=env, check=False)
+def run_queue(repo: Path, jobs: int, env: Mapping[str, str] | None = None, log: Log = print) -> int:
+    """Run every queued experiment (``dvc exp run --run-all``) and wait for the queue; DVC's output goes to
+    ``log``. Returns DVC's exit status: non-zero when an experiment failed (the others still ran)."""
+    result = subprocess.run([dvc(), "exp", "run", "--run-all", "--jobs", str(jobs)], cwd=repo, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.strip():
+            log(f"dvc exp run --run-all | {line}")
+    return result.returncode
 
 
 def _dig(data: Any, dotted: str) -> Any:
@@ -355,25 +394,38 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def commit_lock(repo: Path, message: str) -> str | None:
     """Commit dvc.lock (and nothing else) when it changed; returns the new commit, or None when there was nothing."""
-    if not _git(repo, "status", "--porcelain", "--", "dvc.lock").stdout.strip():
-        return None
-    for args in (("add", "--", "dvc.lock"), ("commit", "-m", message, "--", "dvc.lock")):
+    for args in (("status", "--porcelain", "--", "dvc.lock"), ("add", "--", "dvc.lock"),
+                 ("commit", "-m", message, "--", "dvc.lock")):  # fmt: skip
         result = _git(repo, *args)
         if result.returncode != 0:
             raise RuntimeError(f"git {args[0]} dvc.lock failed in {repo}: {(result.stderr or result.stdout).strip()}")
+        if args[0] == "status" and not result.stdout.strip():
+            return None
     return _git(repo, "rev-parse", "--short", "HEAD").stdout.strip()
+
+
+def dvc_remotes(repo: Path) -> list[str]:
+    return [line.split()[0] for line in _dvc_checked(repo, "remote", "list").splitlines() if line.strip()]
+
+
+def _with_remote(action: str, repo: Path, remote: str | None) -> str:
+    try:
+        out = _dvc_checked(repo, action, *(["--remote", remote] if remote else []))
+    except RuntimeError as exc:
+        hint = "configure one with `dvc remote add -d storage <folder or s3://...>`, or set orchestration.remote"
+        raise RuntimeError(f"{exc} ({hint})") from None
+    lines = out.strip().splitlines()
+    return lines[-1] if lines else action
 
 
 def dvc_push(repo: Path, remote: str | None = None) -> str:
     """``dvc push`` the pipeline's cached outputs to ``remote`` (default: the project's default remote)."""
-    command = [dvc(), "push", *(["--remote", remote] if remote else [])]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"dvc push failed in {repo}: {(result.stderr or result.stdout).strip()} (configure a remote with "
-            "`dvc remote add -d storage <path or s3://...>`, or set orchestration.remote)"
-        )
-    return (result.stdout or "").strip().splitlines()[-1] if result.stdout.strip() else "pushed"
+    return _with_remote("push", repo, remote)
+
+
+def dvc_pull(repo: Path, remote: str | None = None) -> str:
+    """``dvc pull``: the outputs dvc.lock names, from the remote (a fresh clone or worker starts from these)."""
+    return _with_remote("pull", repo, remote)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -402,6 +454,10 @@ class Summary:
     sections: list[str] = field(default_factory=list)  # markdown blocks shown after the notes
 
 
+def _stage_word(result: StageResult) -> str:
+    return "ran" if result.ran else "restored from run-cache" if result.restored else "up to date"
+
+
 def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> str:
     """Markdown: outcome, stages, data validation and drift, val metrics, the gate's decision, the MLflow run."""
     config = config or load_config(repo / "params.yaml")
@@ -412,7 +468,7 @@ def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> s
         lines += ["", section]
     if summary.stages:
         lines += ["", "| stage | result | seconds |", "|---|---|---:|"]
-        lines += [f"| {s.stage} | {'ran' if s.ran else 'up to date'} | {s.seconds:.0f} |" for s in summary.stages]
+        lines += [f"| {s.stage} | {_stage_word(s)} | {s.seconds:.0f} |" for s in summary.stages]
     validation = read_json(repo / paths.validation / "summary.json")
     if validation:
         verdict = "passed" if validation.get("success") else "FAILED"

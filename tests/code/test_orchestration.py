@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import make_config
 from visionflow.orchestration import (
     OWNER_FILE,
+    Changes,
     StageFailed,
     StageResult,
     Summary,
@@ -97,6 +98,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
         (1, "exit 1", True),  # an unexpected crash (traceback, no `error:` line)
         (None, "ERROR: Unable to acquire lock", True),  # DVC busy
         (-9, "exit -9", True),  # killed
+        (255, "ERROR: failed to parse 'stages.train.cmd' in 'dvc.yaml'", False),  # DVC refused the pipeline
     ],
 )
 def test_only_failures_a_retry_can_fix_are_transient(exit_code: int | None, headline: str, transient: bool) -> None:
@@ -120,7 +122,17 @@ def test_sweep_plan_expands_the_grid_over_the_fixed_overrides(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    "text", ["grid: []\n", "name: x\n", "grid: {a: [1]}\nsets: {}\n", "grid: {a: [1]}\nname: a b\n"]
+    "text",
+    [
+        "grid: []",
+        "name: x",
+        "grid: {a: [1]}\nsets: {}",
+        "grid: {a: [1]}\nname: a b",
+        "- a",
+        "grid: {a: []}",
+        "grid: {a: [1]}\nstage: register",
+        "grid: {a: [1]}\nstage: trian",
+    ],
 )
 def test_bad_sweep_files_are_rejected_naming_the_file(tmp_path: Path, text: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -159,3 +171,13 @@ def test_summary_reports_validation_metrics_gate_and_run_link(workdir: Path) -> 
     assert "m v3 promoted to champion (champion before: 2)" in markdown and "CI lower bound" in markdown
     assert "| train | ran | 12 |" in markdown and "| prepare | up to date | 0 |" in markdown
     assert "(http://mlflow.internal:5000/#/experiments/1/runs/abc)" in markdown
+
+
+def test_only_missing_outputs_can_be_pulled_instead_of_retrained() -> None:
+    fresh_clone = Changes(
+        {"prepare": ["outs data/prepared (not in cache)"], "train": ["deps data/prepared (deleted)"]}, []
+    )
+    assert fresh_clone.outputs_missing_only and not fresh_clone.nothing
+    new_data = Changes({"prepare": ["deps /data/incoming (modified)"]}, ["/data/incoming: modified"])
+    assert not new_data.outputs_missing_only
+    assert not Changes({}, []).outputs_missing_only and Changes({}, []).nothing

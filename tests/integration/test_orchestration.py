@@ -88,6 +88,9 @@ def test_retraining_skips_unchanged_data_retrains_on_a_new_image_and_stops_at_a_
     assert "skipped: nothing changed since dvc.lock" in unchanged
     assert "dvc repro train" not in unchanged and len(versions(workspace)) == 1
 
+    forced = flow(workspace, tmp_path, "retrain.py", "--force")
+    assert "| train | ran |" in forced and "| register | ran |" in forced and len(versions(workspace)) == 2
+
     data = tmp_path / "incoming"
     image, mask = builtin.generate_sample(99, builtin.BuiltinConfig(image_size=64, seed=5), has_rare=True)
     write_pair(data, ("train", "trainannot"), "frame_new.png", image, mask)
@@ -96,7 +99,7 @@ def test_retraining_skips_unchanged_data_retrains_on_a_new_image_and_stops_at_a_
     retrained = flow(workspace, tmp_path, "retrain.py", "--commit", "--push")
     assert "source data changed" in retrained
     assert "| train | ran |" in retrained, "the new image is trained on"
-    assert len(versions(workspace)) == 2 and ("promoted:" in retrained or "kept:" in retrained)
+    assert len(versions(workspace)) == 3 and ("promoted:" in retrained or "kept:" in retrained)
     accepted = (workspace / "data" / "validation" / "accepted.csv").read_text()
     assert "frame_new.png" in accepted
     last_commit = run_tool("git", "log", "-1", "--name-only", "--format=%s", cwd=workspace).stdout
@@ -111,7 +114,7 @@ def test_retraining_skips_unchanged_data_retrains_on_a_new_image_and_stops_at_a_
     stopped = flow(workspace, tmp_path, "retrain.py", check=False)
     assert "stage 'validate' failed" in stopped and "frame_bad.png" in stopped
     assert "not retrying" in stopped, "bad data is never retried"
-    assert "dvc repro train" not in stopped and len(versions(workspace)) == 2
+    assert "dvc repro train" not in stopped and len(versions(workspace)) == 3
 
 
 def test_two_overlapping_runs_take_turns_and_leave_a_consistent_workspace(workspace: Path, tmp_path: Path) -> None:

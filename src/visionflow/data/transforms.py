@@ -161,10 +161,13 @@ def size_groups(sizes: torch.Tensor) -> list[tuple[int, int, tuple[int, ...]]]:
     return [(a, b, keys[a]) for a, b in spans]
 
 
-def _bilinear_sources(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bilinear_sources(
+    in_size: int, out_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For each output row (or column) of ``F.interpolate(mode="bilinear", align_corners=False)``: the lower and
     upper source index and the weight of the upper one."""
-    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * (in_size / out_size) - 0.5).clamp(min=0)
+    steps = torch.arange(out_size, dtype=torch.float32, device=device)
+    source = ((steps + 0.5) * (in_size / out_size) - 0.5).clamp(min=0)
     lower = source.floor().long().clamp(max=in_size - 1)
     return lower, (lower + 1).clamp(max=in_size - 1), source - lower
 
@@ -175,7 +178,8 @@ def restore_decide(logits: torch.Tensor, sizes: Sequence[int], policy: str, thre
     A bilinearly interpolated pixel is a convex mix of four source pixels, and a mix of vectors that share their
     argmax (or all lie on one side of a threshold) keeps that decision. So only output pixels whose four sources
     disagree, the object boundaries (~5% of a CamVid frame), are interpolated; the rest copy the source decision.
-    Same answer as the full path up to exact ties, in about half its time and a tenth of its memory.
+    Same answer as the full path up to float rounding at near-ties (measured: 1 pixel in 21 million on random
+    logits), in about half its time and, on typical maps, a fraction of its memory.
     """
     in_h, in_w, height, width = (int(v) for v in sizes)
     logits = logits[..., :in_h, :in_w]
@@ -188,8 +192,8 @@ def restore_decide(logits: torch.Tensor, sizes: Sequence[int], policy: str, thre
     uniform = (block[:, :-1, :-1] == block[:, 1:, :-1]) & (block[:, :-1, :-1] == block[:, :-1, 1:])
     uniform &= block[:, :-1, :-1] == block[:, 1:, 1:]
     code = torch.where(uniform, low, -1).to(torch.int16)
-    y0, y1, wy = _bilinear_sources(in_h, height)
-    x0, x1, wx = _bilinear_sources(in_w, width)
+    y0, y1, wy = _bilinear_sources(in_h, height, logits.device)
+    x0, x1, wx = _bilinear_sources(in_w, width, logits.device)
     out = code.index_select(1, y0).index_select(2, x0)
     n, row, col = (out < 0).nonzero(as_tuple=True)
     if len(n):
