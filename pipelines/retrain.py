@@ -32,6 +32,7 @@ from visionflow.orchestration import (
     Changes,
     Summary,
     commit_lock,
+    drifting,
     dvc_pull,
     dvc_push,
     dvc_remotes,
@@ -56,15 +57,12 @@ def check_changes(repo: Path, config: Config) -> Changes:
 
 
 @task(cache_policy=NO_CACHE)
-def drift_report(repo: Path, config: Config) -> list[str]:
-    """The drift the validate stage measured against the last accepted data: statistics beyond their thresholds
-    (warnings by default; `validate.severity: {drift: error}` makes validation fail on them instead)."""
-    summary = read_json(repo / config.paths.validation / "summary.json") or {}
-    drifting = [d for d in summary.get("drift", []) if d.get("exceeds")]
+def drift_report(repo: Path, config: Config) -> None:
+    """The drift the validate stage measured against the last accepted data, as warnings in the log (the summary
+    lists it too; `validate.severity: {drift: error}` makes validation fail on it instead)."""
     logger = get_run_logger()
-    for d in drifting:
+    for d in drifting(read_json(repo / config.paths.validation_summary) or {}):
         logger.warning("drift: %s changed %+.4f (threshold %s)", d["statistic"], d["change"], d["threshold"])
-    return [f"{d['statistic']} {d['change']:+.4f}" for d in drifting]
 
 
 @task(cache_policy=NO_CACHE)
@@ -119,8 +117,7 @@ def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = No
         split = STAGE_NAMES.index("validate") + 1
         data_stages, model_stages = STAGE_NAMES[:split], STAGE_NAMES[split:]
         run_stages(data_stages, workspace, config, summary, ARTIFACT)
-        drifting = drift_report(workspace, config)
-        summary.notes.append("drift: " + (", ".join(drifting) or "within thresholds"))
+        drift_report(workspace, config)
         forced = model_stages[1:] if force else ()  # train, evaluate, register even when up to date
         run_stages(model_stages, workspace, config, summary, ARTIFACT, force=forced)
         registered = summary.stages[-1].ran

@@ -60,13 +60,14 @@ def results(repo: Path, plan: SweepPlan, names: list[str], config: Config) -> tu
 
 
 def _table(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    def cell(key: str, value: Any) -> str:
+        if key != metric:
+            return str(value)
+        return "failed" if value is None else f"{value:.4f}"
+
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        cells = [f"{row[k]:.4f}" if k == metric and row[k] is not None else str(row[k]) for k in keys]
-        lines.append("| " + " | ".join("failed" if k == metric and row[k] is None else c for k, c in
-                                       zip(keys, cells, strict=True)) + " |")  # fmt: skip
-    return lines
+    return lines + ["| " + " | ".join(cell(k, row[k]) for k in keys) + " |" for row in rows]
 
 
 @flow(name="visionflow-sweep", log_prints=True)

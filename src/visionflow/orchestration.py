@@ -38,6 +38,7 @@ __all__ = [
     "WorkspaceBusy",
     "apply_experiment",
     "commit_lock",
+    "drifting",
     "dvc",
     "dvc_pull",
     "dvc_push",
@@ -435,6 +436,11 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def drifting(validation: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The drift statistics beyond their thresholds, from validate's summary.json."""
+    return [d for d in validation.get("drift", []) if d.get("exceeds")]
+
+
 def mlflow_link(run: Mapping[str, Any]) -> str:
     """A link to the run in the MLflow UI (tracking server), or how to open it (embedded SQLite store)."""
     uri, experiment, run_id = str(run.get("tracking_uri", "")), run.get("experiment_id"), run.get("run_id")
@@ -469,7 +475,7 @@ def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> s
     if summary.stages:
         lines += ["", "| stage | result | seconds |", "|---|---|---:|"]
         lines += [f"| {s.stage} | {_stage_word(s)} | {s.seconds:.0f} |" for s in summary.stages]
-    validation = read_json(repo / paths.validation / "summary.json")
+    validation = read_json(repo / paths.validation_summary)
     if validation:
         verdict = "passed" if validation.get("success") else "FAILED"
         lines += ["", "## Data validation", "",
@@ -477,10 +483,8 @@ def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> s
                   f"{validation.get('quarantined')} set aside."]  # fmt: skip
         failing = [c for c in validation.get("checks", []) if c.get("failing")]
         lines += [f"- `{c['check']}` ({c['severity']}): {c['failing']} failing" for c in failing]
-        drifting = [d for d in validation.get("drift", []) if d.get("exceeds")]
-        lines.append(
-            "- drift: " + (", ".join(f"{d['statistic']} {d['change']:+.3f}" for d in drifting) or "within thresholds")
-        )
+        drifted = ", ".join(f"{d['statistic']} {d['change']:+.3f}" for d in drifting(validation))
+        lines.append(f"- drift: {drifted or 'within thresholds'}")
     metrics = (read_json(repo / paths.metrics) or {}).get("val")
     if metrics:
         headline = [k for k in ("miou", "mean_dice", "pixel_accuracy", "accuracy", "balanced_accuracy", "macro_f1")
