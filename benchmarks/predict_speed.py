@@ -2,13 +2,16 @@
 
     python benchmarks/predict_speed.py --json predict.json
 
-(a) bare forward: the model alone on an already resized, normalised float batch (channels_last, the same
-    precision), under ``torch.inference_mode``; also a plain fp32, default-layout forward for reference;
+(a) bare forward: the model alone on already resized, normalised float batches (channels_last, the same
+    precision), ``model(batch).argmax(1)`` under ``torch.inference_mode`` with torch's threads; also a plain fp32,
+    default-layout forward for reference;
+(a') the same forward passes scheduled as `visionflow predict` schedules its batches (``--streams`` threads, the
+    same batch spans, torch's threads divided among them): what the forward alone gains from that schedule;
 (b) Predictor: uint8 images in memory -> masks at their original size (resize, normalise, forward, restore,
     argmax): what the pyfunc and the promotion gate run;
-(c) `visionflow predict` end to end: PNG files in a folder -> mask and overlay PNGs written.
+(c) `visionflow predict` end to end: PNG files in a folder -> mask PNGs and overlay JPEGs written.
 Images are CamVid's val frames (360x480) when ``--camvid`` exists, else random images of that size. Prints img/s
-of each and the ratios to (a).
+of each and the ratios to (a) and to (a').
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,7 @@ from visionflow.config import ModelConfig  # noqa: E402
 from visionflow.data.transforms import normalise  # noqa: E402
 from visionflow.engine import cpu_has_bf16  # noqa: E402
 from visionflow.models import create_segmenter  # noqa: E402
-from visionflow.predict import predict_folder  # noqa: E402
+from visionflow.predict import _threads_each, default_streams, predict_folder, spans  # noqa: E402
 from visionflow.serving import Predictor, Preprocessing  # noqa: E402
 
 
@@ -42,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16" if cpu_has_bf16() else "fp32")
+    parser.add_argument("--streams", type=int, default=default_streams(torch.device("cpu")))
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
     parser.add_argument("--json", type=Path)
     return parser.parse_args()
@@ -80,10 +85,20 @@ def main() -> int:
         batches.append(normalise(batch).contiguous(memory_format=torch.channels_last))
 
     @torch.inference_mode()
-    def bare() -> None:
+    def forward(x: torch.Tensor) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            for x in batches:
-                predictor.model(x).argmax(1)
+            predictor.model(x).argmax(1)
+
+    def bare() -> None:
+        for x in batches:
+            forward(x)
+
+    every = torch.cat(batches)
+    schedule = spans(len(images), args.batch_size, args.streams)
+
+    def scheduled() -> None:
+        with _threads_each(args.streams, torch.device("cpu")), ThreadPoolExecutor(args.streams) as pool:
+            list(pool.map(lambda span: forward(every[span[0] : span[1]]), schedule))
 
     plain_batches = [x.contiguous() for x in batches]
 
@@ -101,24 +116,28 @@ def main() -> int:
             Image.fromarray(image).save(folder / f"{i:04d}.png")
         rates = {
             "bare forward": best_rate(bare, len(images), args.repeats),
+            "bare forward, scheduled as predict": best_rate(scheduled, len(images), args.repeats),
             "plain fp32 forward": best_rate(plain, len(images), args.repeats),
             "Predictor (in memory)": best_rate(lambda: predictor.predict(images, args.batch_size), len(images),
                                                args.repeats),
-            "visionflow predict (files)": best_rate(lambda: predict_folder(predictor, folder, out, args.batch_size),
+            "visionflow predict (files)": best_rate(lambda: predict_folder(predictor, folder, out, args.batch_size,
+                                                                          args.streams),
                                                     len(images), args.repeats),
         }  # fmt: skip
-    base = rates["bare forward"]
+    base, same = rates["bare forward"], rates["bare forward, scheduled as predict"]
     shape = f"{images[0].shape[0]}x{images[0].shape[1]} -> {args.size[0]}x{args.size[1]}"
     threads = torch.get_num_threads()
     print(
-        f"\nUnet-resnet18, {len(images)} images {shape}, batch {args.batch_size}, {args.precision}, {threads} threads"
+        f"\nUnet-resnet18, {len(images)} images {shape}, batch {args.batch_size}, {args.precision}, {threads} threads,"
+        f" predict in {args.streams} streams ({' '.join(str(b - a) for a, b in schedule)} images per batch)"
     )
-    print("| path | img/s | ratio to bare forward |\n|---|---:|---:|")
+    print("| path | img/s | ratio to bare forward | ratio to the forward scheduled as predict |\n|---|---:|---:|---:|")
     for name, rate in rates.items():
-        print(f"| {name} | {rate:.2f} | {rate / base:.2f} |")
+        print(f"| {name} | {rate:.2f} | {rate / base:.2f} | {rate / same:.2f} |")
     if args.json:
         report = {"settings": {k: str(v) for k, v in vars(args).items()}, "images_per_second": rates,
-                  "ratios": {k: v / base for k, v in rates.items()}}  # fmt: skip
+                  "ratios": {k: v / base for k, v in rates.items()},
+                  "ratios_to_scheduled_forward": {k: v / same for k, v in rates.items()}}  # fmt: skip
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -134,6 +134,9 @@ def predict_command(
     input_dir: Annotated[Path, typer.Option("--input", help="folder of images")],
     output_dir: Annotated[Path, typer.Option("--output", help="where masks + overlays or predictions.csv go")],
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    streams: Annotated[
+        int | None, typer.Option("--streams", help="batches in flight at once (default: a CPU core each, up to 4)")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Run a logged model over a folder: masks (PNG of class ids) plus overlays, or a CSV of labels."""
@@ -145,7 +148,7 @@ def predict_command(
     if model.startswith("models:/"):
         _guarded("predict", lambda: tracking.ensure_reachable(config))
     predictor = _guarded("predict", lambda: tracking.load_predictor(config, model))
-    result = _guarded("predict", lambda: predict_folder(predictor, input_dir, output_dir, batch_size))
+    result = _guarded("predict", lambda: predict_folder(predictor, input_dir, output_dir, batch_size, streams))
     failed = f", {result.failed} unreadable (see errors.csv)" if result.failed else ""
     typer.echo(f"predict: {result.images} images -> {result.output}{failed}")
 

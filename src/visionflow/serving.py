@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from visionflow.data.dataset import decode_rgb
 from visionflow.data.transforms import apply_policy, pad_collate, restore_decide, size_groups
 from visionflow.engine import Runtime
 
@@ -74,8 +75,7 @@ def decode_image(value: Any, where: str = "image") -> np.ndarray:
         except (binascii.Error, ValueError) as exc:
             raise ValueError(f"{where}: not valid base64 ({exc})") from None
         try:
-            with Image.open(io.BytesIO(raw)) as image:
-                return np.array(image.convert("RGB"))
+            return decode_rgb(raw)
         except Exception as exc:  # any decoder failure: say what it was
             raise ValueError(f"{where}: not a decodable PNG/JPEG image ({exc})") from None
     array = np.asarray(value)
@@ -129,10 +129,11 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, h, w) or (N, C) float logits of one batch, and the (input, original) sizes."""
+        """(N, C, h, w) or (N, C) logits of one batch, as the model returns them (bf16 under bf16 autocast), and
+        the (input, original) sizes."""
         batch, sizes = self._inputs(images)
         with self.runtime.autocast():
-            return self.model(self.runtime.images(batch)).float(), sizes
+            return self.model(self.runtime.images(batch)), sizes
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
         """Per image: a uint8 (H, W) class-id mask at the image's own size, or a vector of class probabilities."""
@@ -140,7 +141,7 @@ class Predictor:
         for start in range(0, len(images), batch_size):
             logits, sizes = self.logits(images[start : start + batch_size])
             if self.prep.task == "classification":
-                out.extend(logits.softmax(dim=1).cpu().numpy())
+                out.extend(logits.float().softmax(dim=1).cpu().numpy())
                 continue
             threshold = 0.5 if self.prep.threshold is None else self.prep.threshold
             for a, b, key in size_groups(sizes):

@@ -78,10 +78,29 @@ def test_restore_decide_equals_deciding_on_the_restored_logits(channels, sizes, 
         expected = decide(restore(logits, sizes, policy), threshold)
         got = restore_decide(logits, sizes, policy, threshold)
         assert got.shape == expected.shape == (3, sizes[2], sizes[3])
-        assert torch.equal(got, expected)
-    assert restore_decide(logits.contiguous(memory_format=torch.channels_last), sizes, policy).equal(
-        decide(restore(logits, sizes, policy))
+        assert got.dtype == torch.uint8 and torch.equal(got.long(), expected)
+    assert (
+        restore_decide(logits.contiguous(memory_format=torch.channels_last), sizes, policy)
+        .long()
+        .equal(decide(restore(logits, sizes, policy)))
     )
+    # bf16 logits, as a bf16 model returns them: the same ids as deciding on their fp32 restoration
+    reduced = logits.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert restore_decide(reduced, sizes, policy).long().equal(decide(restore(reduced.float(), sizes, policy)))
+
+
+def test_restore_decide_on_noise_and_on_many_classes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 4, 32, 40, generator=generator)  # nearly every pixel a boundary: the full path
+    assert (
+        restore_decide(noise, (32, 40, 50, 70), "resize")
+        .long()
+        .equal(decide(restore(noise, (32, 40, 50, 70), "resize")))
+    )
+    coarse = F.interpolate(torch.randn(1, 300, 4, 5, generator=generator), size=(32, 40), mode="bilinear")
+    got = restore_decide(coarse, (32, 40, 45, 61), "resize")  # more classes than uint8 holds: int64 ids
+    assert got.dtype == torch.long and got.equal(decide(restore(coarse, (32, 40, 45, 61), "resize")))
+    assert got.max() > 255
 
 
 def test_uint8_resize_is_within_one_grey_level_of_the_float_path() -> None:

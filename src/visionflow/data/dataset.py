@@ -8,6 +8,7 @@ uint8 arrays; normalisation happens per batch on the device (:func:`normalise`).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import shutil
@@ -24,19 +25,45 @@ from tqdm import tqdm
 
 from visionflow.data.transforms import Augment, apply_policy
 
+try:  # a faster PNG decoder; PIL decodes everything without it
+    import imagecodecs
+except ImportError:  # pragma: no cover - a dependency of the project, optional for a served model
+    imagecodecs = None
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 __all__ = [
     "DecodedCache",
     "EpochSampler",
     "ImageDataset",
+    "decode_rgb",
     "load_mask",
     "load_rgb",
 ]
 
 
+def decode_rgb(data: bytes, name: str | Path | None = None) -> np.ndarray:
+    """Encoded image bytes -> (H, W, 3) uint8 RGB; grey, palette and alpha are converted as PIL's ``convert("RGB")``
+    does. Errors are PIL's, about ``name`` when given.
+
+    8-bit colour PNGs go through ``imagecodecs``: the same pixels as PIL, in 3.3 ms instead of 4.6 for a 360x480
+    CamVid frame, and like PIL it lets other threads run meanwhile (pyspng, as fast, holds the GIL and stalled a
+    second predict stream). Everything else, and anything it refuses, goes through PIL.
+    """
+    if imagecodecs is not None and data[:8] == PNG_SIGNATURE and len(data) > 25 and data[24] == 8:
+        try:
+            pixels = imagecodecs.png_decode(data)
+        except Exception:
+            pixels = None  # PIL decides, and says what is wrong
+        if pixels is not None and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+            return pixels if pixels.shape[2] == 3 else np.ascontiguousarray(pixels[..., :3])
+    with Image.open(io.BytesIO(data) if name is None else name) as image:
+        return np.array(image.convert("RGB"))
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8; grayscale and RGBA inputs are converted to RGB."""
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))
+    return decode_rgb(Path(path).read_bytes(), path)
 
 
 def load_mask(path: str | Path) -> np.ndarray:

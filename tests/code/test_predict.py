@@ -1,0 +1,138 @@
+"""`visionflow predict` over a folder: streams, batch spans, decoding and the files it writes."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from visionflow.config import ModelConfig
+from visionflow.data.dataset import decode_rgb, load_rgb
+from visionflow.models import create_classifier, create_segmenter
+from visionflow.plots import class_palette
+from visionflow.predict import predict_folder, spans
+from visionflow.serving import Predictor, Preprocessing
+
+CLASSES = ["sky", "road", "car"]
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "streams"),
+    [(48, 16, 2), (40, 16, 2), (100, 16, 2), (5, 16, 4), (1, 16, 2), (17, 16, 1), (64, 16, 4), (3, 1, 2)],
+)
+def test_spans_cover_every_image_once_in_balanced_batches(count: int, batch_size: int, streams: int) -> None:
+    batches = spans(count, batch_size, streams)
+    assert batches[0][0] == 0 and batches[-1][1] == count
+    assert all(a < b for a, b in batches) and all(b == c for (_, b), (c, _) in itertools.pairwise(batches))
+    sizes = [b - a for a, b in batches]
+    assert max(sizes) <= batch_size and max(sizes) - min(sizes) <= 1
+    assert len(batches) % streams == 0 or len(batches) == count  # equal shares, or one image each
+
+
+def _folder(tmp_path: Path, count: int) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):  # two sizes: a batch of mixed sizes takes the per-image path
+        shape = (48, 64, 3) if i % 3 else (40, 56, 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"img_{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but nothing after the signature")
+    return folder
+
+
+def _segmenter() -> Predictor:
+    torch.manual_seed(0)
+    model = create_segmenter(ModelConfig(arch="Unet", encoder="resnet18"), len(CLASSES))
+    return Predictor(model, Preprocessing("segmentation", CLASSES, 255, "resize", [32, 32]))
+
+
+def test_streams_change_nothing_in_the_outputs(tmp_path: Path) -> None:
+    predictor, folder = _segmenter(), _folder(tmp_path, 7)
+    threads = torch.get_num_threads()
+    one = predict_folder(predictor, folder, tmp_path / "one", batch_size=2, streams=1)
+    three = predict_folder(predictor, folder, tmp_path / "three", batch_size=2, streams=3)
+    assert torch.get_num_threads() == threads, "the streams' share of the threads is given back"
+    assert (one.images, one.failed) == (three.images, three.failed) == (7, 1)
+    for i in range(7):
+        a, b = Image.open(tmp_path / "one" / f"img_{i}.png"), Image.open(tmp_path / "three" / f"img_{i}.png")
+        assert np.array_equal(np.array(a), np.array(b))
+        assert (tmp_path / "three" / f"img_{i}_overlay.jpg").is_file()
+    errors = pd.read_csv(tmp_path / "three" / "errors.csv")
+    assert list(errors["file"].map(lambda f: Path(f).name)) == ["broken.png"]
+
+
+def test_masks_are_palette_pngs_of_the_predicted_class_ids(tmp_path: Path) -> None:
+    predictor, folder = _segmenter(), _folder(tmp_path, 2)
+    predict_folder(predictor, folder, tmp_path / "out", batch_size=4)
+    for i in range(2):
+        mask = Image.open(tmp_path / "out" / f"img_{i}.png")
+        expected = predictor.predict([load_rgb(folder / f"img_{i}.png")])[0]
+        assert mask.mode == "P" and np.array_equal(np.array(mask), expected)
+        colours = np.array(mask.getpalette()[: 3 * len(CLASSES)]).reshape(-1, 3)
+        assert np.array_equal(colours, class_palette(len(CLASSES)).astype(np.uint8))
+
+
+def test_classification_rows_keep_the_file_order_across_streams(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_classifier(ModelConfig(arch="resnet18"), len(CLASSES))
+    predictor = Predictor(model, Preprocessing("classification", CLASSES, -1, "resize", [32, 32]))
+    folder = _folder(tmp_path, 9)
+    one = pd.read_csv(predict_folder(predictor, folder, tmp_path / "one", 2, streams=1).output / "predictions.csv")
+    four = pd.read_csv(predict_folder(predictor, folder, tmp_path / "four", 2, streams=4).output / "predictions.csv")
+    assert list(four["file"]) == sorted(f"img_{i}.png" for i in range(9))
+    pd.testing.assert_frame_equal(one, four)
+
+
+def test_a_failing_stream_stops_the_run_and_gives_the_threads_back(tmp_path: Path) -> None:
+    predictor, folder = _segmenter(), _folder(tmp_path, 6)
+    threads = torch.get_num_threads()
+
+    def broken(images, batch_size=16):
+        raise RuntimeError("model exploded")
+
+    predictor.predict = broken
+    with pytest.raises(RuntimeError, match="model exploded"):
+        predict_folder(predictor, folder, tmp_path / "out", batch_size=1, streams=2)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="--streams"):
+        predict_folder(predictor, folder, tmp_path / "out", batch_size=1, streams=-1)
+
+
+def _png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def test_decode_rgb_gives_pil_pixels_for_every_kind_of_image(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    rgba = Image.fromarray(np.dstack([rgb, rgb[..., :1]]))
+    jpeg = io.BytesIO()
+    Image.fromarray(rgb).save(jpeg, format="JPEG")
+    encoded = {
+        "rgb": _png(Image.fromarray(rgb)),
+        "rgba": _png(rgba),
+        "rgb with a transparent colour": _png(Image.fromarray(rgb), transparency=(1, 2, 3)),
+        "grey": _png(Image.fromarray(rgb[..., 0])),
+        "grey with alpha": _png(rgba.convert("LA")),
+        "palette": _png(Image.fromarray(rgb).convert("P")),
+        "1 bit": _png(Image.fromarray(rgb[..., 0]).convert("1")),
+        "16 bit grey": _png(Image.fromarray(rgb[..., 0].astype(np.uint16) * 7)),
+        "jpeg": jpeg.getvalue(),
+    }
+    for kind, data in encoded.items():
+        expected = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+        got = decode_rgb(data)
+        assert got.dtype == np.uint8 and got.shape == (37, 53, 3), kind
+        assert np.array_equal(got, expected), kind
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(encoded["rgb"][:300])
+    with pytest.raises(OSError, match=r"truncated|broken"):
+        load_rgb(truncated)
