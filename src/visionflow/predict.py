@@ -131,14 +131,16 @@ def predict_folder(
     predictor: Predictor, source: Path, output: Path, batch_size: int = 16, streams: int | None = None
 ) -> PredictResult:
     """Each stream (a thread) takes the next batch of files and decodes, predicts and writes it; with two or more,
-    one stream's decoding and writing runs while another computes. Outputs do not depend on ``streams``."""
+    one stream's decoding and writing runs while another computes. The streams change how images are grouped into
+    batches, as ``batch_size`` does, and nothing else: rows and files come out the same, in file order."""
     prep = predictor.prep
     output.mkdir(parents=True, exist_ok=True)
     files = _images(source)
-    streams = streams or default_streams(predictor.runtime.device)
+    streams = default_streams(predictor.runtime.device) if streams is None else streams
     if streams < 1 or batch_size < 1:
         raise ValueError(f"--streams and --batch-size must be at least 1 (got {streams} and {batch_size})")
     batches = spans(len(files), batch_size, streams)
+    streams = min(streams, len(batches))
     queue = iter(list(enumerate(batches)))
     done: dict[int, tuple[list[dict], list[dict[str, str]]]] = {}
     lock, stop = threading.Lock(), threading.Event()
@@ -158,15 +160,20 @@ def predict_folder(
             except BaseException:
                 stop.set()  # the other streams stop after their current batch
                 raise
-            bar.update(end - start)
+            with lock:
+                bar.update(end - start)
 
     with (
         tqdm(total=len(files), desc="predict", unit="img") as bar,
         _threads_each(streams, predictor.runtime.device),
         ThreadPoolExecutor(max_workers=streams) as pool,
     ):
-        for job in [pool.submit(work) for _ in range(min(streams, len(batches)))]:
-            job.result()
+        try:
+            for job in [pool.submit(work) for _ in range(streams)]:
+                job.result()
+        except BaseException:  # a failed stream, or Ctrl-C here: the others end after the batch in hand
+            stop.set()
+            raise
     rows = [row for index in sorted(done) for row in done[index][0]]
     errors = [error for index in sorted(done) for error in done[index][1]]
     if rows:

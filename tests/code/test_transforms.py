@@ -84,9 +84,17 @@ def test_restore_decide_equals_deciding_on_the_restored_logits(channels, sizes, 
         .long()
         .equal(decide(restore(logits, sizes, policy)))
     )
-    # bf16 logits, as a bf16 model returns them: the same ids as deciding on their fp32 restoration
+    # bf16 logits, as a bf16 model returns them: the ids of their fp32 restoration, but where bf16's coarse values
+    # tie exactly and the two ways of mixing round differently (at most a near-tie, and rare)
     reduced = logits.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    assert restore_decide(reduced, sizes, policy).long().equal(decide(restore(reduced.float(), sizes, policy)))
+    restored = restore(reduced.float(), sizes, policy)
+    got, expected = restore_decide(reduced, sizes, policy).long(), decide(restored)
+    differ = got != expected
+    if channels == 1:
+        margin = (restored[:, 0].sigmoid() - 0.5).abs()
+    else:
+        margin = (restored.gather(1, got[:, None]) - restored.gather(1, expected[:, None])).abs()[:, 0]
+    assert differ.float().mean() < 1e-3 and (margin[differ] < 1e-4).all()
 
 
 def test_restore_decide_on_noise_and_on_many_classes() -> None:
