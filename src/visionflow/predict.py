@@ -100,7 +100,7 @@ def _write(prep: Preprocessing, output: Path, paths: list[Path], images: list[np
 def default_streams(device: torch.device) -> int:
     """How many batches are in flight at once. On the CPU, one stream per core up to four, each with an equal share
     of torch's threads: on the 2-core host this was built on, two single-thread streams ran the same forward passes
-    1.14-1.19x faster than one two-thread forward, and one stream's decoding and writing fills the other's gaps.
+    1.14-1.26x faster than one two-thread forward, and one stream's decoding and writing fills the other's gaps.
     On a GPU, two: one stream's CPU work overlaps the other's kernels."""
     return 2 if device.type == "cuda" else max(1, min(4, torch.get_num_threads()))
 
