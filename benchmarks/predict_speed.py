@@ -21,7 +21,6 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from visionflow.config import ModelConfig  # noqa: E402
 from visionflow.data.transforms import normalise  # noqa: E402
 from visionflow.engine import cpu_has_bf16  # noqa: E402
 from visionflow.models import create_segmenter  # noqa: E402
-from visionflow.predict import _threads_each, default_streams, predict_folder, spans  # noqa: E402
+from visionflow.predict import default_streams, in_streams, predict_folder, spans  # noqa: E402
 from visionflow.serving import Predictor, Preprocessing  # noqa: E402
 
 
@@ -97,8 +96,7 @@ def main() -> int:
     schedule = spans(len(images), args.batch_size, args.streams)
 
     def scheduled() -> None:
-        with _threads_each(args.streams, torch.device("cpu")), ThreadPoolExecutor(args.streams) as pool:
-            list(pool.map(lambda span: forward(every[span[0] : span[1]]), schedule))
+        in_streams(lambda start, stop: forward(every[start:stop]), schedule, args.streams, torch.device("cpu"))
 
     plain_batches = [x.contiguous() for x in batches]
 

@@ -10,10 +10,11 @@ import contextlib
 import functools
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,9 @@ from visionflow.data.sources import IMAGE_SUFFIXES
 from visionflow.plots import class_palette
 from visionflow.serving import Predictor, Preprocessing
 
-__all__ = ["PredictResult", "default_streams", "overlay", "predict_folder", "spans"]
+__all__ = ["PredictResult", "default_streams", "in_streams", "overlay", "predict_folder", "spans"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,41 @@ def _threads_each(streams: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def in_streams(
+    work: Callable[[int, int], T], batches: list[tuple[int, int]], streams: int, device: torch.device
+) -> list[T]:
+    """``work(start, stop)`` for every batch, in ``streams`` threads that each take the next batch (on the CPU,
+    torch's threads shared out among them); the results in batch order. A failure, or Ctrl-C, ends the other
+    streams after the batch in hand and is raised."""
+    if not batches:
+        return []
+    streams = min(streams, len(batches))
+    queue = iter(list(enumerate(batches)))
+    results: dict[int, T] = {}
+    lock, stop = threading.Lock(), threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            with lock:
+                index, span = next(queue, (None, (0, 0)))
+            if index is None:
+                return
+            try:
+                results[index] = work(*span)
+            except BaseException:
+                stop.set()
+                raise
+
+    with _threads_each(streams, device), ThreadPoolExecutor(max_workers=streams) as pool:
+        try:
+            for job in [pool.submit(stream) for _ in range(streams)]:
+                job.result()
+        except BaseException:  # a failed stream, or Ctrl-C here
+            stop.set()
+            raise
+    return [results[index] for index in range(len(batches))]
+
+
 def predict_folder(
     predictor: Predictor, source: Path, output: Path, batch_size: int = 16, streams: int | None = None
 ) -> PredictResult:
@@ -139,43 +177,22 @@ def predict_folder(
     streams = default_streams(predictor.runtime.device) if streams is None else streams
     if streams < 1 or batch_size < 1:
         raise ValueError(f"--streams and --batch-size must be at least 1 (got {streams} and {batch_size})")
-    batches = spans(len(files), batch_size, streams)
-    streams = min(streams, len(batches))
-    queue = iter(list(enumerate(batches)))
-    done: dict[int, tuple[list[dict], list[dict[str, str]]]] = {}
-    lock, stop = threading.Lock(), threading.Event()
+    progress = threading.Lock()
 
-    def work() -> None:
-        while not stop.is_set():
-            with lock:
-                index, (start, end) = next(queue, (None, (0, 0)))
-            if index is None:
-                return
-            try:
-                paths, images, failed = _read(files[start:end])
-                for error in failed:
-                    tqdm.write(f"predict: {error['file']}: {error['error']}; listed in {output / 'errors.csv'}")
-                results = predictor.predict(images, batch_size) if images else []
-                done[index] = (_write(prep, output, paths, images, results), failed)
-            except BaseException:
-                stop.set()  # the other streams stop after their current batch
-                raise
-            with lock:
-                bar.update(end - start)
+    def work(start: int, end: int) -> tuple[list[dict], list[dict[str, str]]]:
+        paths, images, failed = _read(files[start:end])
+        for error in failed:
+            tqdm.write(f"predict: {error['file']}: {error['error']}; listed in {output / 'errors.csv'}")
+        results = predictor.predict(images, batch_size) if images else []
+        rows = _write(prep, output, paths, images, results)
+        with progress:
+            bar.update(end - start)
+        return rows, failed
 
-    with (
-        tqdm(total=len(files), desc="predict", unit="img") as bar,
-        _threads_each(streams, predictor.runtime.device),
-        ThreadPoolExecutor(max_workers=streams) as pool,
-    ):
-        try:
-            for job in [pool.submit(work) for _ in range(streams)]:
-                job.result()
-        except BaseException:  # a failed stream, or Ctrl-C here: the others end after the batch in hand
-            stop.set()
-            raise
-    rows = [row for index in sorted(done) for row in done[index][0]]
-    errors = [error for index in sorted(done) for error in done[index][1]]
+    with tqdm(total=len(files), desc="predict", unit="img") as bar:
+        done = in_streams(work, spans(len(files), batch_size, streams), streams, predictor.runtime.device)
+    rows = [row for batch, _ in done for row in batch]
+    errors = [error for _, failed in done for error in failed]
     if rows:
         pd.DataFrame(rows).to_csv(output / "predictions.csv", index=False)
     if errors:
