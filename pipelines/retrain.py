@@ -28,16 +28,15 @@ from prefect.cache_policies import NO_CACHE
 
 from visionflow.config import Config, load_config
 from visionflow.flows import hold_workspace, publish, run_stages, skip_busy
+from visionflow.handoffs import GateDecision, ValidationSummary
 from visionflow.orchestration import (
     Changes,
     Summary,
     commit_lock,
-    drifting,
     dvc_pull,
     dvc_push,
     dvc_remotes,
     pipeline_changes,
-    read_json,
 )
 from visionflow.stages import STAGE_NAMES
 
@@ -61,8 +60,9 @@ def drift_report(repo: Path, config: Config) -> None:
     """The drift the validate stage measured against the last accepted data, as warnings in the log (the summary
     lists it too; `validate.severity: {drift: error}` makes validation fail on it instead)."""
     logger = get_run_logger()
-    for d in drifting(read_json(repo / config.paths.validation_summary) or {}):
-        logger.warning("drift: %s changed %+.4f (threshold %s)", d["statistic"], d["change"], d["threshold"])
+    summary = ValidationSummary.load_or_none(repo / ValidationSummary.path(config.paths))
+    for d in summary.drifting if summary else []:
+        logger.warning("drift: %s changed %+.4f (threshold %s)", d.statistic, d.change, d.threshold)
 
 
 @task(cache_policy=NO_CACHE)
@@ -121,14 +121,15 @@ def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = No
         forced = model_stages[1:] if force else ()  # train, evaluate, register even when up to date
         run_stages(model_stages, workspace, config, summary, ARTIFACT, force=forced)
         registered = summary.stages[-1].ran
-        decision = (read_json(workspace / config.paths.decision) or {}) if registered else {}
-        model = f"{decision.get('model_name')} v{decision.get('version')}"
-        if not registered:
+        decision = GateDecision.load(workspace / GateDecision.path(config.paths)) if registered else None
+        if decision is None:
             outcome, summary.outcome = "up to date", "completed: the model was up to date (register did not run)"
-        elif decision.get("promoted"):
-            outcome, summary.outcome = "promoted", f"promoted: {model} is the new champion"
+        elif decision.promoted:
+            outcome = "promoted"
+            summary.outcome = f"promoted: {decision.model_name} v{decision.version} is the new champion"
         else:
-            outcome, summary.outcome = "kept", f"kept: {model} is {decision.get('alias')}; the champion stays"
+            outcome = "kept"
+            summary.outcome = f"kept: {decision.model_name} v{decision.version} is {decision.alias}; the champion stays"
         commit = settings.commit if commit is None else commit
         push = settings.push if push is None else push
         try:
@@ -138,7 +139,11 @@ def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = No
             publish(workspace, summary, ARTIFACT, config)
             raise
         publish(workspace, summary, ARTIFACT, config)
-    return {"outcome": outcome, "version": decision.get("version"), "alias": decision.get("alias")}
+    return {
+        "outcome": outcome,
+        "version": decision.version if decision else None,
+        "alias": decision.alias if decision else None,
+    }
 
 
 def main(argv: list[str]) -> int:

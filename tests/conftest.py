@@ -92,22 +92,23 @@ def folder_params(root: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def camvid_like() -> Callable[[Path, int, int], Path]:
-    """Build a small dataset in CamVid's layout (train/ trainannot/ val/ valannot/) with the builtin shapes.
+def camvid_like_dataset(root: Path, n_train: int = 8, n_val: int = 4) -> Path:
+    """A small dataset in CamVid's layout (train/ trainannot/ val/ valannot/) with the builtin shapes.
 
     Every shape class appears in train (use :func:`folder_params` for the matching class list).
     """
+    cfg = BuiltinConfig(image_size=64, seed=3)
+    for index in range(n_train + n_val):
+        image, mask = builtin.generate_sample(index, cfg, has_rare=index % 4 == 0)
+        dirs = ("train", "trainannot") if index < n_train else ("val", "valannot")
+        write_pair(root, dirs, f"frame_{index:03d}.png", image, mask)
+    return root
 
-    def build(root: Path, n_train: int = 8, n_val: int = 4) -> Path:
-        cfg = BuiltinConfig(image_size=64, seed=3)
-        for index in range(n_train + n_val):
-            image, mask = builtin.generate_sample(index, cfg, has_rare=index % 4 == 0)
-            dirs = ("train", "trainannot") if index < n_train else ("val", "valannot")
-            write_pair(root, dirs, f"frame_{index:03d}.png", image, mask)
-        return root
 
-    return build
+@pytest.fixture
+def camvid_like() -> Callable[[Path, int, int], Path]:
+    """:func:`camvid_like_dataset`, as a fixture."""
+    return camvid_like_dataset
 
 
 @pytest.fixture

@@ -1,16 +1,23 @@
-"""The ``visionflow`` command: one thin command per stage; each loads params.yaml once and calls the stage."""
+"""The ``visionflow`` command: one thin command per stage; each loads params.yaml once and calls the stage.
+
+Errors: the project's expected errors (:class:`~visionflow.errors.VisionflowError`) are one line, ``error:
+<command>: <message>``, and the error's own exit status; anything else is a crash, shown with its traceback, exit
+:data:`~visionflow.errors.CRASH`, which the flows retry. :data:`~visionflow.errors.EXIT_CODES` lists them all.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from visionflow.config import Config, ConfigError, load_config
+from visionflow.config import Config, load_config
+from visionflow.errors import CRASH, VisionflowError
 from visionflow.stages import STAGES
 
 __all__ = ["app", "main"]
@@ -24,25 +31,20 @@ app = typer.Typer(
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read")]
 
-# Errors that describe bad input or a missing earlier stage: shown as one clear line, no traceback.
-_USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    FileNotFoundError,
-    ValueError,
-    KeyError,
-    RuntimeError,
-)
-
 
 def _guarded(name: str, action: Callable[[], Any]) -> Any:
-    """Run ``action``; a user error (bad params, missing file, unreachable server) is one line and an exit code:
-    1 in general, or the error's own ``exit_code`` (4 bad data, 75 tracking server away: worth a retry)."""
+    """Run ``action``: an expected error is one line and its exit status; a crash is its traceback and CRASH."""
     try:
         return action()
-    except _USER_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        typer.echo(f"error: {name}: {message}", err=True)
-        raise typer.Exit(code=getattr(exc, "exit_code", 1)) from None
+    except VisionflowError as exc:
+        typer.echo(f"error: {name}: {exc}", err=True)
+        raise typer.Exit(code=exc.exit_code) from None
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        traceback.print_exc()
+        typer.echo(f"crash: {name}: {type(exc).__name__}: {exc} (an unexpected error, exit {CRASH})", err=True)
+        raise typer.Exit(code=CRASH) from None
 
 
 def _run_stage(name: str, params: Path, **options: Any) -> Any:
@@ -107,12 +109,11 @@ def promote_command(
 ) -> None:
     """Run the promotion gate for VERSION against the champion on the current val split; --force skips it."""
     from visionflow import registry, tracking
-    from visionflow.stages.register import report
 
     config = _guarded("promote", lambda: load_config(params))
     _guarded("promote", lambda: tracking.ensure_reachable(config))
     decision = _guarded("promote", lambda: registry.gate_and_alias(config, version, force=force))
-    report(decision)
+    typer.echo("promote: " + "\n".join(decision.report()))
     if not decision.promoted and decision.alias != "champion":
         raise typer.Exit(code=3)  # not promoted: scripts can tell
 

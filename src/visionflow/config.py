@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from visionflow.errors import ConfigError
+
 __all__ = [
     "AugmentConfig",
     "BalanceConfig",
@@ -37,10 +39,6 @@ __all__ = [
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class ConfigError(ValueError):
-    """params.yaml is missing, unreadable or does not match the schema."""
 
 
 class _Section(BaseModel):
@@ -142,13 +140,9 @@ class PathsConfig(_Section):
         return self.evaluation / "confusion_matrix.png"
 
     @property
-    def predictions(self) -> Path:
-        """Classification: one row per val image (actual, predicted) for `dvc plots`' confusion template."""
-        return self.evaluation / "predictions.csv"
-
-    @property
     def per_image(self) -> Path:
-        """One row per val image (id, mIoU, pixel accuracy): for paired comparisons between models."""
+        """One row per val image (its scores; classification: actual and predicted class): for comparing models
+        image by image."""
         return self.evaluation / "per_image.csv"
 
     @property
@@ -477,5 +471,8 @@ def load_config(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
-        raise ConfigError(f"{path}: {exc.error_count()} problem(s):\n{problems}") from None
+        problems = [_describe(e) for e in exc.errors()]
+        if len(problems) == 1:  # the common case, a misspelt key: one line
+            raise ConfigError(f"{path}: {problems[0]}") from None
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        raise ConfigError(f"{path}: {len(problems)} problems:\n{listed}") from None

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from visionflow.data.transforms import decide, normalise, restore_groups
+from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decide, normalise, restore_groups
+from visionflow.errors import ConfigError
 from visionflow.metrics import confusion_matrix
 
 __all__ = [
@@ -42,6 +43,8 @@ class Runtime:
     device: torch.device
     channels_last: bool = False
     precision: str = "fp32"  # fp32 | bf16 (autocast; the loss is still computed in fp32)
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # the model's input normalisation (ModelMeta carries it)
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def autocast(self) -> torch.autocast:
         """Mixed precision for the forward pass where asked for; a no-op context for fp32."""
@@ -49,7 +52,7 @@ class Runtime:
 
     def images(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC batch -> normalised float NCHW on the device, in the chosen memory layout."""
-        x = normalise(batch.to(self.device, non_blocking=True))
+        x = normalise(batch.to(self.device, non_blocking=True), self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -88,7 +91,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
 
 

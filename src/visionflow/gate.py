@@ -10,14 +10,16 @@ lower bound exceeds ``min_delta`` and no class's IoU (classification: recall) dr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from visionflow.errors import RegistryError
+from visionflow.handoffs import GateResult
 from visionflow.metrics import class_rates, confusion_matrix, image_scores
 
-__all__ = ["GateResult", "Scores", "decide", "paired_bootstrap", "score_predictions"]
+__all__ = ["Scores", "decide", "paired_bootstrap", "score_predictions"]
 
 
 @dataclass(frozen=True)
@@ -27,21 +29,6 @@ class Scores:
     per_image: np.ndarray  # (images,) per-image IoU or correctness; NaN where undefined
     per_class: np.ndarray  # (classes,) IoU (segmentation) or recall (classification); NaN for absent classes
     confusion: np.ndarray
-
-
-@dataclass
-class GateResult:
-    promote: bool
-    reasons: list[str]
-    metric: str  # what the per-image scores are
-    images: int  # paired images used
-    candidate_mean: float
-    champion_mean: float
-    mean_difference: float
-    ci_low: float
-    ci_high: float
-    confidence: float
-    class_changes: dict[str, float] = field(default_factory=dict)  # candidate - champion per class
 
 
 def score_predictions(
@@ -100,7 +87,7 @@ def decide(
     paired = ~(np.isnan(candidate.per_image) | np.isnan(champion.per_image))
     diff = candidate.per_image[paired] - champion.per_image[paired]
     if len(diff) == 0:
-        raise ValueError("no image has a score for both models; cannot compare them")
+        raise RegistryError("no image has a score for both models; cannot compare them")
     mean, low, high = paired_bootstrap(diff, resamples, confidence, seed)
     reasons = []
     promote = True
@@ -132,7 +119,7 @@ def decide(
         )
     return GateResult(
         promote,
-        reasons,
+        tuple(reasons),
         metric,
         int(paired.sum()),
         float(np.nanmean(candidate.per_image)),

@@ -7,6 +7,7 @@ Segmentation: any smp architecture with any smp encoder or ``tu-<timm model>``; 
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ import torch
 from torch import nn
 
 from visionflow.config import ModelConfig
+from visionflow.errors import ConfigError
+from visionflow.handoffs import ModelMeta, load_weights_and_meta
 
 __all__ = [
     "ModelError",
     "architectures",
+    "build_model",
     "create_classifier",
     "create_model",
     "create_segmenter",
@@ -28,14 +32,13 @@ __all__ = [
     "load_model",
     "load_weights",
     "output_channels",
-    "read_meta",
     "save_model",
     "update_meta",
 ]
 
 
-class ModelError(ValueError):
-    """A model cannot be built from the given names or weights."""
+class ModelError(ConfigError):
+    """A model cannot be built from the given names or weights (params name something that does not exist)."""
 
 
 def architectures() -> list[str]:
@@ -173,54 +176,28 @@ def _head_prefix(model: nn.Module) -> str:
     return "\0"  # matches nothing
 
 
-def save_model(
-    model: nn.Module,
-    path: Path,
-    config: ModelConfig,
-    task: str,
-    classes: tuple[str, ...] | list[str],
-    ignore_index: int,
-    extra: dict[str, float | int | str] | None = None,
-) -> None:
-    """Weights plus what rebuilding them needs; plain tensors and strings, so ``weights_only=True`` loads it.
-
-    Binary segmentation models also carry ``threshold`` (set by training on val) in ``extra``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {
-        "task": task,
-        "arch": config.arch,
-        "encoder": config.encoder,
-        "classes": list(classes),
-        "ignore_index": ignore_index,
-    }
-    torch.save({"state_dict": state, "meta": meta | dict(extra or {})}, path)
+def save_model(model: nn.Module, path: Path, meta: ModelMeta) -> None:
+    """The weights with their metadata (plain tensors and values, so ``weights_only=True`` loads it)."""
+    meta.save(path, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
-def update_meta(path: Path, **values: float | int | str) -> None:
-    """Add to the metadata of a saved model (the binary threshold, once it is chosen)."""
-    saved = _read(path)
-    saved["meta"] = saved["meta"] | values
-    torch.save(saved, path)
+def update_meta(path: Path, **changes: Any) -> ModelMeta:
+    """Change the metadata of a saved model (the binary threshold, once it is chosen); returns the new one."""
+    state, meta = load_weights_and_meta(path)
+    meta = replace(meta, **changes)
+    meta.save(path, state)
+    return meta
 
 
-def _read(path: Path) -> dict[str, Any]:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: model not found; run `visionflow train`")
-    return torch.load(path, map_location="cpu", weights_only=True)
+def build_model(meta: ModelMeta) -> nn.Module:
+    """The untrained model that ``meta`` describes (no weights are downloaded or loaded)."""
+    config = ModelConfig(arch=meta.arch, encoder=meta.encoder)
+    return create_model(config, meta.task, num_classes=len(meta.classes))
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    """The metadata of a saved model (task, classes, threshold, ...) without building the model."""
-    return _read(path)["meta"]
-
-
-def load_model(path: Path) -> tuple[nn.Module, dict[str, object]]:
+def load_model(path: Path) -> tuple[nn.Module, ModelMeta]:
     """Rebuild a model saved by :func:`save_model`; returns it (in eval mode) and its metadata."""
-    saved = _read(path)
-    meta = saved["meta"]
-    config = ModelConfig(arch=str(meta["arch"]), encoder=str(meta["encoder"]))
-    model = create_model(config, str(meta.get("task", "segmentation")), num_classes=len(meta["classes"]))
-    model.load_state_dict(saved["state_dict"])
+    state, meta = load_weights_and_meta(path)
+    model = build_model(meta)
+    model.load_state_dict(state)
     return model.eval(), meta

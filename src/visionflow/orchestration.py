@@ -26,6 +26,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from visionflow.config import Config, load_config
+from visionflow.errors import retried
+from visionflow.handoffs import EvaluationMetrics, GateDecision, TrainingRun, ValidationSummary
 
 __all__ = [
     "LOCK_FILE",
@@ -38,7 +40,6 @@ __all__ = [
     "WorkspaceBusy",
     "apply_experiment",
     "commit_lock",
-    "drifting",
     "dvc",
     "dvc_pull",
     "dvc_push",
@@ -47,7 +48,6 @@ __all__ = [
     "mlflow_link",
     "pipeline_changes",
     "queue_sweep",
-    "read_json",
     "run_queue",
     "run_stage",
     "run_summary",
@@ -59,9 +59,7 @@ __all__ = [
 LOCK_FILE = Path(".dvc/tmp/visionflow-workspace.lock")  # .dvc/tmp: ignored by git, local to this workspace
 OWNER_FILE = Path(".dvc/tmp/visionflow-workspace.owner.json")
 TAIL_LINES = 25  # lines of a failing stage's output repeated in its exception
-# Exit statuses no retry can change: 1 with an `error:` line (bad params, a missing file), 4 bad data, and 255:
-# DVC itself refused (no stage ran: a params interpolation error, a missing stage).
-USER_ERROR, BAD_DATA, DVC_REFUSED = 1, 4, 255
+DVC_REFUSED = 255  # DVC itself refused (no stage ran: a params interpolation error, a missing stage): not retried
 Log = Callable[[str], None]
 
 
@@ -220,13 +218,10 @@ class StageFailed(RuntimeError):
 
     @property
     def transient(self) -> bool:
-        """Worth retrying: an unreachable tracking server (75), DVC's lock busy (None), a killed stage (negative
-        status or 128+signal) or an unexpected crash (a traceback: exit 1 without an `error:` line). Never bad data
-        (4), a reported user error (1 with an `error:` line: bad params, a missing file) or DVC refusing the
-        pipeline itself (255)."""
-        if self.exit_code in (BAD_DATA, DVC_REFUSED):
-            return False
-        return not (self.exit_code == USER_ERROR and self.headline.startswith("error:"))
+        """Worth retrying: the stage's exit status is one the table in :mod:`visionflow.errors` retries (a crash with
+        its traceback, an unreachable tracking server), the stage was killed, or DVC's lock was busy (None). Never
+        bad data, bad params, a missing input or DVC refusing the pipeline itself (255)."""
+        return self.exit_code != DVC_REFUSED and retried(self.exit_code)
 
 
 def run_stage(stage: str, repo: Path, env: Mapping[str, str] | None = None, log: Log = print,
@@ -429,21 +424,9 @@ def dvc_pull(repo: Path, remote: str | None = None) -> str:
     return _with_remote("pull", repo, remote)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def drifting(validation: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The drift statistics beyond their thresholds, from validate's summary.json."""
-    return [d for d in validation.get("drift", []) if d.get("exceeds")]
-
-
-def mlflow_link(run: Mapping[str, Any]) -> str:
+def mlflow_link(run: TrainingRun) -> str:
     """A link to the run in the MLflow UI (tracking server), or how to open it (embedded SQLite store)."""
-    uri, experiment, run_id = str(run.get("tracking_uri", "")), run.get("experiment_id"), run.get("run_id")
+    uri, experiment, run_id = run.tracking_uri, run.experiment_id, run.run_id
     if uri.startswith(("http://", "https://")):
         return f"[{run_id}]({uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id})"
     return f"`{run_id}` in `{uri}` (open with `mlflow ui --backend-store-uri {uri}`)"
@@ -475,37 +458,36 @@ def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> s
     if summary.stages:
         lines += ["", "| stage | result | seconds |", "|---|---|---:|"]
         lines += [f"| {s.stage} | {_stage_word(s)} | {s.seconds:.0f} |" for s in summary.stages]
-    validation = read_json(repo / paths.validation_summary)
+    validation = ValidationSummary.load_or_none(repo / ValidationSummary.path(paths))
     if validation:
-        verdict = "passed" if validation.get("success") else "FAILED"
         lines += ["", "## Data validation", "",
-                  f"{verdict}: {validation.get('inputs')} inputs, {validation.get('accepted')} accepted, "
-                  f"{validation.get('quarantined')} set aside."]  # fmt: skip
-        failing = [c for c in validation.get("checks", []) if c.get("failing")]
-        lines += [f"- `{c['check']}` ({c['severity']}): {c['failing']} failing" for c in failing]
-        drifted = ", ".join(f"{d['statistic']} {d['change']:+.3f}" for d in drifting(validation))
+                  f"{'passed' if validation.success else 'FAILED'}: {validation.inputs} inputs, "
+                  f"{validation.accepted} accepted, {validation.quarantined} set aside."]  # fmt: skip
+        lines += [f"- `{c.check}` ({c.severity}): {c.failing} failing" for c in validation.checks if c.failing]
+        drifted = ", ".join(f"{d.statistic} {d.change:+.3f}" for d in validation.drifting)
         lines.append(f"- drift: {drifted or 'within thresholds'}")
-    metrics = (read_json(repo / paths.metrics) or {}).get("val")
-    if metrics:
+    evaluation = EvaluationMetrics.load_or_none(repo / EvaluationMetrics.path(paths))
+    if evaluation:
+        metrics = evaluation.val
         headline = [k for k in ("miou", "mean_dice", "pixel_accuracy", "accuracy", "balanced_accuracy", "macro_f1")
-                    if k in metrics]  # fmt: skip
+                    if metrics.get(k) is not None]  # fmt: skip
         lines += ["", "## Val metrics", "", "| metric | value |", "|---|---:|"]
         lines += [f"| {k} | {metrics[k]:.4f} |" for k in headline]
-    decision = read_json(repo / paths.decision)
+    decision = GateDecision.load_or_none(repo / GateDecision.path(paths))
     if decision:
-        verb = "promoted to champion" if decision.get("promoted") else f"kept as {decision.get('alias')}"
+        verb = "promoted to champion" if decision.promoted else f"kept as {decision.alias}"
         lines += ["", "## Promotion gate", "",
-                  f"{decision.get('model_name')} v{decision.get('version')} {verb} "
-                  f"(champion before: {decision.get('champion_before') or 'none'})."]  # fmt: skip
-        gate = decision.get("gate") or {}
+                  f"{decision.model_name} v{decision.version} {verb} "
+                  f"(champion before: {decision.champion_before or 'none'})."]  # fmt: skip
+        gate = decision.gate
         if gate:
             lines.append(
-                f"- mean {gate['metric']} {gate['candidate_mean']:.4f} vs {gate['champion_mean']:.4f}, "
-                f"difference {gate['mean_difference']:+.4f}, {gate['confidence']:.0%} CI "
-                f"[{gate['ci_low']:+.4f}, {gate['ci_high']:+.4f}] over {gate['images']} images"
+                f"- mean {gate.metric} {gate.candidate_mean:.4f} vs {gate.champion_mean:.4f}, "
+                f"difference {gate.mean_difference:+.4f}, {gate.confidence:.0%} CI "
+                f"[{gate.ci_low:+.4f}, {gate.ci_high:+.4f}] over {gate.images} images"
             )
-        lines += [f"- {reason}" for reason in decision.get("reasons", [])]
-    run = read_json(repo / paths.run_info)
+        lines += [f"- {reason}" for reason in decision.reasons]
+    run = TrainingRun.load_or_none(repo / TrainingRun.path(paths))
     if run:
         lines += ["", "## MLflow", "", f"Run {mlflow_link(run)}"]
     return "\n".join(lines) + "\n"

@@ -24,8 +24,10 @@ from tqdm import tqdm
 
 from visionflow.data.dataset import load_rgb
 from visionflow.data.sources import IMAGE_SUFFIXES
+from visionflow.errors import InputError
+from visionflow.handoffs import ModelMeta
 from visionflow.plots import class_palette
-from visionflow.serving import Predictor, Preprocessing
+from visionflow.serving import Predictor
 
 __all__ = ["PredictResult", "default_streams", "in_streams", "overlay", "predict_folder", "spans"]
 
@@ -64,10 +66,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: float 
 
 def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"--input '{folder}' is not a folder of images")
+        raise InputError(f"--input '{folder}' is not a folder of images")
     found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
-        raise FileNotFoundError(f"--input '{folder}': no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(f"--input '{folder}': no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return found
 
 
@@ -83,20 +85,20 @@ def _read(paths: list[Path]) -> tuple[list[Path], list[np.ndarray], list[dict[st
     return kept, images, errors
 
 
-def _write(prep: Preprocessing, output: Path, paths: list[Path], images: list[np.ndarray], results: list) -> list:
+def _write(meta: ModelMeta, output: Path, paths: list[Path], images: list[np.ndarray], results: list) -> list:
     """Mask PNGs and overlay JPEGs (segmentation), or the CSV rows (classification)."""
     rows = []
     for path, image, result in zip(paths, images, results, strict=True):
-        if prep.task == "classification":
+        if meta.task == "classification":
             best = int(np.argmax(result))
-            row = {"file": path.name, "label": prep.classes[best], "probability": float(result[best])}
-            rows.append(row | {f"p_{name}": round(float(p), 6) for name, p in zip(prep.classes, result, strict=True)})
+            row = {"file": path.name, "label": meta.classes[best], "probability": float(result[best])}
+            rows.append(row | {f"p_{name}": round(float(p), 6) for name, p in zip(meta.classes, result, strict=True)})
         else:
             # the mask: a lossless palette PNG of class ids (compress_level 1: ~20% larger than the default and
             # twice as fast; a palette image is stored unfiltered, 30% faster than greyscale). The overlay is for
             # eyes: JPEG encodes a 360x480 frame in ~0.6 ms, PNG took ~11 ms
-            _labels(result, len(prep.classes)).save(output / f"{path.stem}.png", compress_level=1)
-            overlay(image, result, len(prep.classes)).save(output / f"{path.stem}_overlay.jpg", quality=90)
+            _labels(result, len(meta.classes)).save(output / f"{path.stem}.png", compress_level=1)
+            overlay(image, result, len(meta.classes)).save(output / f"{path.stem}_overlay.jpg", quality=90)
     return rows
 
 
@@ -171,12 +173,12 @@ def predict_folder(
     """Each stream (a thread) takes the next batch of files and decodes, predicts and writes it; with two or more,
     one stream's decoding and writing runs while another computes. The streams change how images are grouped into
     batches, as ``batch_size`` does, and nothing else: rows and files come out the same, in file order."""
-    prep = predictor.prep
+    meta = predictor.meta
     output.mkdir(parents=True, exist_ok=True)
     files = _images(source)
     streams = default_streams(predictor.runtime.device) if streams is None else streams
     if streams < 1 or batch_size < 1:
-        raise ValueError(f"--streams and --batch-size must be at least 1 (got {streams} and {batch_size})")
+        raise InputError(f"--streams and --batch-size must be at least 1 (got {streams} and {batch_size})")
     progress = threading.Lock()
 
     def work(start: int, end: int) -> tuple[list[dict], list[dict[str, str]]]:
@@ -184,7 +186,7 @@ def predict_folder(
         for error in failed:
             tqdm.write(f"predict: {error['file']}: {error['error']}; listed in {output / 'errors.csv'}")
         results = predictor.predict(images, batch_size) if images else []
-        rows = _write(prep, output, paths, images, results)
+        rows = _write(meta, output, paths, images, results)
         with progress:
             bar.update(end - start)
         return rows, failed

@@ -7,8 +7,7 @@ gate becomes ``challenger``. Every decision is written to a JSON file, to the ve
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,24 +15,12 @@ import numpy as np
 
 from visionflow import tracking
 from visionflow.config import Config
-from visionflow.data.loading import make_dataset
-from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
-from visionflow.gate import GateResult, Scores, decide, score_predictions
+from visionflow.data.dataset import DecodedCache
+from visionflow.errors import RegistryError
+from visionflow.gate import Scores, decide, score_predictions
+from visionflow.handoffs import AcceptedManifest, DatasetInfo, GateDecision, GateResult
 
-__all__ = ["Decision", "ValSplit", "gate_and_alias", "load_val", "rollback", "score_version", "versions_table"]
-
-
-@dataclass
-class Decision:
-    model_name: str
-    version: str
-    alias: str  # what the candidate got: champion | challenger
-    promoted: bool
-    forced: bool
-    champion_before: str | None
-    reasons: list[str]
-    gate: dict[str, Any] | None = None
-    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+__all__ = ["ValSplit", "gate_and_alias", "load_val", "rollback", "score_version", "versions_table"]
 
 
 @dataclass(frozen=True)
@@ -49,23 +36,27 @@ class ValSplit:
 
 
 def load_val(config: Config) -> ValSplit:
+    """The accepted val rows, decoded (through the shared cache) at their original resolution."""
     paths = config.paths
-    info = read_dataset_info(paths.dataset_info)
-    rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)
-    dataset = make_dataset(config, info, rows, train=False)
-    images = [np.asarray(dataset.cache.image(i)) for i in range(len(dataset))]
-    if config.project.task == "classification":
-        truths: list[Any] = [int(v) for v in dataset.labels]  # type: ignore[union-attr]
+    info = DatasetInfo.read(paths)
+    rows = AcceptedManifest.read(paths).split("val")
+    segmentation = info.task == "segmentation"
+    cache = DecodedCache.open(rows, paths.cache, with_masks=segmentation)
+    images = [np.asarray(cache.image(i)) for i in range(len(cache))]
+    if segmentation:
+        truths: list[Any] = [np.asarray(cache.mask(i)) for i in range(len(cache))]
     else:
-        truths = [np.asarray(dataset.cache.mask(i)) for i in range(len(dataset))]
-    return ValSplit(dataset.ids, images, truths, info.classes, info.ignore_index, config.project.task)
+        truths = [int(v) for v in rows["label"]]
+    return ValSplit(rows["id"].astype(str).tolist(), images, truths, info.classes, info.ignore_index, info.task)
 
 
 def score_version(config: Config, uri: str, val: ValSplit) -> Scores:
     """Score a logged model (``models:/name/3``, ``models:/name@champion``) on ``val`` with its own preprocessing."""
     predictor = tracking.load_predictor(config, uri)
-    if list(predictor.prep.classes) != list(val.classes):
-        raise ValueError(f"{uri} predicts classes {predictor.prep.classes}; the eval split has {list(val.classes)}")
+    if tuple(predictor.meta.classes) != tuple(val.classes):
+        raise RegistryError(
+            f"{uri} predicts classes {list(predictor.meta.classes)}; the eval split has {list(val.classes)}"
+        )
     predictions = predictor.predict(val.images)
     return score_predictions(predictions, val.truths, val.task, len(val.classes), val.ignore_index)
 
@@ -85,18 +76,18 @@ def _gate(config: Config, name: str, candidate: str, champion: str, val: ValSpli
     )
 
 
-def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSplit | None = None) -> Decision:
+def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSplit | None = None) -> GateDecision:
     """Compare ``version`` with the current champion on the current eval split and move the aliases."""
     name = config.model_name
     champion = tracking.version_by_alias(config, name, "champion")
     champion_version = None if champion is None else str(champion.version)
     gate: GateResult | None = None
     if champion_version == str(version):
-        return Decision(name, str(version), "champion", False, force, champion_version, ["already the champion"])
+        return GateDecision(name, str(version), "champion", False, force, champion_version, ("already the champion",))
     if champion_version is None:
-        promoted, reasons = True, ["no champion yet"]
+        promoted, reasons = True, ("no champion yet",)
     elif force:
-        promoted, reasons = True, ["forced: the gate was not applied"]
+        promoted, reasons = True, ("forced: the gate was not applied",)
     else:
         gate = _gate(config, name, str(version), champion_version, val or load_val(config))
         promoted, reasons = gate.promote, gate.reasons
@@ -109,22 +100,15 @@ def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSp
             tracking.delete_alias(config, name, "challenger")
     else:
         tracking.set_alias(config, name, "challenger", str(version))
-    decision = Decision(
-        name,
-        str(version),
-        "champion" if promoted else "challenger",
-        promoted,
-        force,
-        champion_version,
-        reasons,
-        None if gate is None else asdict(gate),
+    decision = GateDecision(
+        name, str(version), "champion" if promoted else "challenger", promoted, force, champion_version, reasons, gate
     )
     tracking.set_version_tags(config, name, str(version), _decision_tags(decision))
-    _write(config, decision)
+    decision.write(config.paths)
     return decision
 
 
-def _decision_tags(decision: Decision) -> dict[str, str]:
+def _decision_tags(decision: GateDecision) -> dict[str, str]:
     tags = {
         "gate.decision": "promoted" if decision.promoted else "not promoted",
         "gate.reasons": " | ".join(decision.reasons)[:5000],
@@ -134,17 +118,11 @@ def _decision_tags(decision: Decision) -> dict[str, str]:
     if decision.gate:
         gate = decision.gate
         tags |= {
-            "gate.mean_difference": f"{gate['mean_difference']:.6f}",
-            "gate.ci": f"[{gate['ci_low']:.6f}, {gate['ci_high']:.6f}]",
-            "gate.images": str(gate["images"]),
+            "gate.mean_difference": f"{gate.mean_difference:.6f}",
+            "gate.ci": f"[{gate.ci_low:.6f}, {gate.ci_high:.6f}]",
+            "gate.images": str(gate.images),
         }
     return tags
-
-
-def _write(config: Config, decision: Decision) -> None:
-    path = config.paths.decision
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(decision), indent=2) + "\n", encoding="utf-8")
 
 
 def rollback(config: Config) -> tuple[str, str]:
@@ -153,7 +131,7 @@ def rollback(config: Config) -> tuple[str, str]:
     previous = tracking.version_by_alias(config, name, "previous")
     champion = tracking.version_by_alias(config, name, "champion")
     if previous is None:
-        raise RuntimeError(f"{name} has no version with alias 'previous'; nothing to roll back to")
+        raise RegistryError(f"{name} has no version with alias 'previous'; nothing to roll back to")
     demoted = "none" if champion is None else str(champion.version)
     tracking.set_alias(config, name, "champion", str(previous.version), {"rolled_back_to": "true"})
     tracking.delete_alias(config, name, "previous")

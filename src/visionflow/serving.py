@@ -1,10 +1,13 @@
-"""The served model: weights plus their preprocessing, as an MLflow pyfunc that needs no repository.
+"""The served model: ``model.pt`` (weights and the metadata train wrote beside them) as an MLflow pyfunc that
+needs no repository.
 
 :class:`Predictor` turns uint8 images into masks (segmentation) or labels and probabilities (classification),
-applying what training decided: the input size policy, the encoder normalisation, the class names and, for
-binary segmentation, the threshold. The pyfunc, ``visionflow predict``, the promotion gate and the predict
-benchmark all run this one class. Its imports are the model libraries and visionflow's model factory,
-transforms and runtime, which the logged model packs (``code_paths``).
+applying what training decided and stored in :class:`~visionflow.handoffs.ModelMeta`: the input size and policy,
+the normalisation, the class names and, for binary segmentation, the threshold. The pyfunc, ``visionflow
+predict``, the promotion gate and the predict benchmark all run this one class. Its imports are the model
+libraries and visionflow's model factory, transforms and runtime, which the logged model packs (``code_paths``).
+Versions registered before the metadata carried the preprocessing (schema 1, with a ``preprocessing.json``
+artifact) still load: :func:`legacy_meta` reads the two together.
 
 Input (pyfunc): a DataFrame with an ``image`` column whose cells are base64-encoded PNG/JPEG strings or uint8
 arrays (H, W, 3); or a list of either. Over HTTP: ``{"dataframe_split": {"columns": ["image"], "data":
@@ -18,8 +21,7 @@ import base64
 import binascii
 import io
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,42 +31,48 @@ import torch
 from PIL import Image
 
 from visionflow.data.dataset import decode_rgb
-from visionflow.data.transforms import apply_policy, pad_collate, restore_decide, size_groups
-from visionflow.engine import Runtime
+from visionflow.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    apply_policy,
+    pad_collate,
+    restore_decide,
+    size_groups,
+)
+from visionflow.engine import Runtime, resolve_precision
+from visionflow.errors import InputError
+from visionflow.handoffs import ModelMeta
 
 __all__ = [
-    "PREPROCESSING_FILE",
     "Predictor",
-    "Preprocessing",
     "VisionflowPyfunc",
     "decode_image",
     "decode_mask",
     "encode_mask",
+    "legacy_meta",
     "to_frame",
 ]
 
-PREPROCESSING_FILE = "preprocessing.json"
 
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Everything between a user's image and the model's input, and between its logits and the answer."""
-
-    task: str  # segmentation | classification
-    classes: list[str]
-    ignore_index: int
-    policy: str  # resize | pad: how images reach the input size (and logits get back to the image's)
-    size: list[int] | None  # [height, width]; null: the image's own size (padded to a multiple of 32)
-    threshold: float | None = None  # binary segmentation: sigmoid > threshold is foreground
-    precision: str = "fp32"  # fp32 | bf16 autocast for the forward pass
-    channels_last: bool = True
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-
-    @classmethod
-    def read(cls, path: str | Path) -> Preprocessing:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+def legacy_meta(meta: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> ModelMeta:
+    """A schema-1 model (metadata without preprocessing, a ``preprocessing.json`` beside it) as a :class:`ModelMeta`;
+    such models were normalised with the ImageNet statistics, which were then fixed."""
+    metric = next((k for k in meta if k.startswith("val_")), "")
+    return ModelMeta(
+        task=str(meta.get("task", "segmentation")),
+        arch=str(meta["arch"]),
+        encoder=str(meta["encoder"]),
+        classes=tuple(meta["classes"]),
+        ignore_index=int(meta["ignore_index"]),
+        input_size=None if preprocessing.get("size") is None else tuple(preprocessing["size"]),
+        input_policy=str(preprocessing["policy"]),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        threshold=preprocessing.get("threshold"),
+        epoch=int(meta.get("epoch", 0)),
+        metric=metric,
+        score=None if not metric else float(meta[metric]),
+    )
 
 
 def decode_image(value: Any, where: str = "image") -> np.ndarray:
@@ -73,20 +81,20 @@ def decode_image(value: Any, where: str = "image") -> np.ndarray:
         try:
             raw = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ValueError(f"{where}: not valid base64 ({exc})") from None
+            raise InputError(f"{where}: not valid base64 ({exc})") from None
         try:
             return decode_rgb(raw)
         except Exception as exc:  # any decoder failure: say what it was
-            raise ValueError(f"{where}: not a decodable PNG/JPEG image ({exc})") from None
+            raise InputError(f"{where}: not a decodable PNG/JPEG image ({exc})") from None
     array = np.asarray(value)
     if array.dtype == object:  # nested lists that came through JSON
         array = np.array(array.tolist())
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"{where}: expected an (H, W, 3) image array, got shape {array.shape}")
+        raise InputError(f"{where}: expected an (H, W, 3) image array, got shape {array.shape}")
     if array.min(initial=0) < 0 or array.max(initial=0) > 255:
-        raise ValueError(f"{where}: pixel values outside 0-255")
+        raise InputError(f"{where}: pixel values outside 0-255")
     return np.ascontiguousarray(array[..., :3].astype(np.uint8))
 
 
@@ -103,28 +111,55 @@ def decode_mask(text: str) -> np.ndarray:
 
 
 class Predictor:
-    """A model and its :class:`Preprocessing`: uint8 images in, masks or class probabilities out."""
+    """A model and its :class:`ModelMeta`: uint8 images in, masks or class probabilities out.
 
-    def __init__(self, model: torch.nn.Module, prep: Preprocessing, device: str | torch.device = "cpu") -> None:
-        self.prep = prep
-        self.runtime = Runtime(torch.device(device), prep.channels_last, prep.precision)
+    Where the forward runs is this machine's choice, not the model's: the device, the memory layout, and bf16
+    autocast where the hardware has it (``precision: auto``), else fp32.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: ModelMeta,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        channels_last: bool = True,
+    ) -> None:
+        self.meta = meta
+        device = torch.device(device)
+        self.runtime = Runtime(device, channels_last, resolve_precision(precision, device), meta.mean, meta.std)
         self.model = self.runtime.prepare(model).eval()
 
     @classmethod
-    def from_files(cls, weights: str | Path, preprocessing: str | Path) -> Predictor:
+    def from_file(cls, weights: str | Path, **runtime: Any) -> Predictor:
+        """A ``model.pt`` written by train (schema 2: the preprocessing travels inside it)."""
         from visionflow.models import load_model
 
-        model, _ = load_model(Path(weights))
-        return cls(model, Preprocessing.read(preprocessing))
+        model, meta = load_model(Path(weights))
+        return cls(model, meta, **runtime)
+
+    @classmethod
+    def from_artifacts(cls, artifacts: Mapping[str, str], **runtime: Any) -> Predictor:
+        """The pyfunc's artifacts: ``weights`` alone, or, for a version registered before the preprocessing
+        travelled in ``model.pt``, ``weights`` plus ``preprocessing`` (its preprocessing.json)."""
+        if "preprocessing" not in artifacts:
+            return cls.from_file(artifacts["weights"], **runtime)
+        from visionflow.models import build_model
+
+        saved = torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
+        meta = legacy_meta(saved["meta"], json.loads(Path(artifacts["preprocessing"]).read_text(encoding="utf-8")))
+        model = build_model(meta)
+        model.load_state_dict(saved["state_dict"])
+        return cls(model.eval(), meta, **runtime)
 
     def _inputs(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         items = []
         for image in images:
             tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))  # memmaps are read-only
-            moved, _ = apply_policy(tensor, None, self.prep.policy, self.prep.size, self.prep.ignore_index)
+            moved, _ = apply_policy(tensor, None, self.meta.input_policy, self.meta.input_size, self.meta.ignore_index)
             sizes = torch.tensor([moved.shape[0], moved.shape[1], tensor.shape[0], tensor.shape[1]])
             items.append((moved, torch.zeros(()), sizes))
-        batch, _, sizes = pad_collate(items, self.prep.ignore_index)
+        batch, _, sizes = pad_collate(items, self.meta.ignore_index)
         return batch, sizes
 
     @torch.inference_mode()
@@ -140,24 +175,25 @@ class Predictor:
         out: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             logits, sizes = self.logits(images[start : start + batch_size])
-            if self.prep.task == "classification":
+            if self.meta.task == "classification":
                 out.extend(logits.float().softmax(dim=1).cpu().numpy())
                 continue
-            threshold = 0.5 if self.prep.threshold is None else self.prep.threshold
+            threshold = 0.5 if self.meta.threshold is None else self.meta.threshold
             for a, b, key in size_groups(sizes):
-                out.extend(restore_decide(logits[a:b], key, self.prep.policy, threshold).to(torch.uint8).cpu().numpy())
+                decided = restore_decide(logits[a:b], key, self.meta.input_policy, threshold)
+                out.extend(decided.to(torch.uint8).cpu().numpy())
         return out
 
 
-def to_frame(prep: Preprocessing, outputs: Iterable[np.ndarray]) -> pd.DataFrame:
+def to_frame(meta: ModelMeta, outputs: Iterable[np.ndarray]) -> pd.DataFrame:
     """The pyfunc's answer: masks as base64 PNG, or labels with probabilities."""
     rows = []
     for output in outputs:
-        if prep.task == "classification":
+        if meta.task == "classification":
             best = int(np.argmax(output))
             rows.append(
                 {
-                    "label": prep.classes[best],
+                    "label": meta.classes[best],
                     "label_id": best,
                     "probability": float(output[best]),
                     "probabilities": [round(float(p), 6) for p in output],
@@ -171,7 +207,7 @@ def to_frame(prep: Preprocessing, outputs: Iterable[np.ndarray]) -> pd.DataFrame
 def _images_from(model_input: Any) -> list[np.ndarray]:
     if isinstance(model_input, pd.DataFrame):
         if "image" not in model_input.columns:
-            raise ValueError(f"expected a column 'image'; got columns {list(model_input.columns)}")
+            raise InputError(f"expected a column 'image'; got columns {list(model_input.columns)}")
         values = model_input["image"].tolist()
     elif isinstance(model_input, dict):
         values = list(model_input["image"])
@@ -189,12 +225,12 @@ except ImportError:  # pragma: no cover - MLflow is a dependency of the project
 
 
 class VisionflowPyfunc(PythonModel):  # type: ignore[misc,valid-type]
-    """MLflow pyfunc: artifacts ``weights`` (model.pt) and ``preprocessing`` (preprocessing.json)."""
+    """MLflow pyfunc: artifact ``weights`` (model.pt, its metadata inside); older versions also ``preprocessing``."""
 
     def load_context(self, context: Any) -> None:
-        self.predictor = Predictor.from_files(context.artifacts["weights"], context.artifacts["preprocessing"])
+        self.predictor = Predictor.from_artifacts(context.artifacts)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
         """A DataFrame (or list) of base64 strings / uint8 arrays in, one result row per image out."""
         images = _images_from(model_input)
-        return to_frame(self.predictor.prep, self.predictor.predict(images))
+        return to_frame(self.predictor.meta, self.predictor.predict(images))

@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from visionflow.config import Config
+from visionflow.errors import TrackingUnavailable
+from visionflow.handoffs import TrainingRun
 
 __all__ = [
-    "RunInfo",
+    "SYSTEM_METRICS_INTERVAL",
     "TrackingUnavailable",
     "client",
     "continue_run",
@@ -38,24 +38,18 @@ __all__ = [
     "list_versions",
     "load_predictor",
     "log_artifact",
+    "log_datasets",
     "log_metrics",
     "log_pyfunc_version",
     "open_run",
-    "read_run_info",
     "set_alias",
     "set_version_tags",
     "start_run",
     "tracking_uri",
     "version_by_alias",
-    "write_run_info",
 ]
 
-
-@dataclass(frozen=True)
-class RunInfo:
-    run_id: str
-    experiment_id: str
-    tracking_uri: str
+SYSTEM_METRICS_INTERVAL = 2.0  # seconds between CPU / memory / GPU samples of a training run (MLflow's default: 10)
 
 
 def workspace_root(cwd: Path | None = None) -> Path:
@@ -124,53 +118,68 @@ def git_commit(cwd: Path | None = None) -> str:
 def data_hash(config: Config, lock: Path = Path("dvc.lock")) -> str:
     """The md5 DVC recorded for prepare's output in dvc.lock (the data every later stage used).
 
-    Falls back to the manifest's own sha256 when the stage runs outside ``dvc repro``.
+    Falls back to the accepted manifest's own sha256 (every image and mask hash) outside ``dvc repro``.
     """
     if lock.is_file():
         stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
         for out in stages.get("prepare", {}).get("outs", []):
             if Path(out.get("path", "")) == config.paths.prepared and out.get("md5"):
                 return f"md5:{out['md5']}"
-    manifest = config.paths.manifest
-    return f"manifest-sha256:{hashlib.sha256(manifest.read_bytes()).hexdigest()}" if manifest.is_file() else "none"
+    accepted = config.paths.accepted
+    return f"accepted-sha256:{hashlib.sha256(accepted.read_bytes()).hexdigest()}" if accepted.is_file() else "none"
+
+
+def _system_metrics(mlflow: Any) -> None:
+    """Sample CPU, memory (and GPU, where pynvml finds one) every few seconds, so a two-minute training has a
+    curve; each sample is logged at once."""
+    mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL)
+    mlflow.set_system_metrics_samples_before_logging(1)
 
 
 @contextmanager
-def start_run(config: Config, run_name: str, tags: Mapping[str, str]) -> Iterator[RunInfo]:
-    """A new run with every param logged; its id is what later stages reopen."""
+def start_run(config: Config, run_name: str, tags: Mapping[str, str]) -> Iterator[TrainingRun]:
+    """A new training run with every param logged and system metrics sampled; its id is what later stages
+    reopen."""
     mlflow = _mlflow(config)
     experiment_id = _experiment_id(mlflow, config)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+    _system_metrics(mlflow)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags),
+                          log_system_metrics=True) as run:  # fmt: skip
         mlflow.log_params({k: "" if v is None else v for k, v in config.flat().items()})
-        yield RunInfo(run.info.run_id, experiment_id, tracking_uri(config))
+        yield TrainingRun(run.info.run_id, experiment_id, tracking_uri(config))
 
 
 @contextmanager
-def continue_run(config: Config, run_id: str) -> Iterator[RunInfo]:
-    """Reopen a run by id (a resumed training keeps logging into the run it started)."""
+def continue_run(config: Config, run_id: str) -> Iterator[TrainingRun]:
+    """Reopen a training run by id (a resumed training keeps logging into the run it started)."""
     mlflow = _mlflow(config)
-    with mlflow.start_run(run_id=run_id) as run:
-        yield RunInfo(run.info.run_id, str(run.info.experiment_id), tracking_uri(config))
+    _system_metrics(mlflow)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=True) as run:
+        yield TrainingRun(run.info.run_id, str(run.info.experiment_id), tracking_uri(config))
 
 
 @contextmanager
-def open_run(config: Config, info_path: Path) -> Iterator[RunInfo]:
-    """Reopen the run that train started (its id is in ``info_path``)."""
-    info = read_run_info(info_path)
+def open_run(config: Config, run: TrainingRun) -> Iterator[TrainingRun]:
+    """Reopen the run that train started, to log what a later stage found about its model."""
     mlflow = _mlflow(config)
-    with mlflow.start_run(run_id=info.run_id):
-        yield info
+    with mlflow.start_run(run_id=run.run_id):
+        yield run
 
 
-def write_run_info(info: RunInfo, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info.__dict__, indent=2) + "\n", encoding="utf-8")
+def log_datasets(splits: Mapping[str, Any], name: str, source: str, digest: str) -> None:
+    """The accepted manifest as the run's dataset inputs: one input per split (the split is its context), all
+    with the data hash DVC recorded as digest, so the run page lists what the model was trained and scored on
+    and a search by dataset finds every run of the same data."""
+    import warnings
 
+    import mlflow
 
-def read_run_info(path: Path) -> RunInfo:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no MLflow run recorded; run `visionflow train` first")
-    return RunInfo(**json.loads(path.read_text(encoding="utf-8")))
+    short = digest.split(":", 1)[-1].removesuffix(".dir")[:36]  # MLflow keeps at most 36 characters: the md5
+    for split, rows in splits.items():
+        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways", all of them local
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(rows, source=source, name=name, digest=short)
+        mlflow.log_input(dataset, context=split, tags={"data_hash": digest})
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -190,51 +199,38 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 
 
 def log_pyfunc_version(
-    weights: Path,
-    prep: Any,
+    python_model: Any,
+    artifacts: Mapping[str, Path],
     example: Any,
+    output: Any,
     name: str,
     pip_requirements: list[str],
     metadata: Mapping[str, Any],
 ) -> str:
-    """Log the self-contained pyfunc (weights, preprocessing, the visionflow package as code) into the active run,
-    with its signature and ``example`` (a one-image input frame) as input example; register it; return the version.
-    """
-    import tempfile
-
+    """Log a self-contained pyfunc (``python_model`` with its ``artifacts`` and the visionflow package as code) into
+    the active run, with ``example`` (an input frame) and ``output`` (the model's answer to it) giving its signature;
+    register it; return the version."""
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     import visionflow
-    from visionflow.serving import PREPROCESSING_FILE, Predictor, VisionflowPyfunc, decode_image, to_frame
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prep_path = Path(tmp) / PREPROCESSING_FILE
-        prep.write(prep_path)
-        predictor = Predictor.from_files(weights, prep_path)
-        output = to_frame(prep, predictor.predict([decode_image(v) for v in example["image"]]))
-        signature = ModelSignature(  # an image cell is a base64 string or a uint8 array
-            inputs=Schema([ColSpec(AnyType(), "image")]), outputs=infer_signature(example, output).outputs
-        )
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=VisionflowPyfunc(),
-            artifacts={"weights": str(weights), "preprocessing": str(prep_path)},
-            code_paths=[str(Path(visionflow.__file__).parent)],
-            signature=signature,
-            input_example=example,
-            registered_model_name=name,
-            pip_requirements=pip_requirements,
-            metadata=dict(metadata),
-        )
+    signature = ModelSignature(  # an image cell is a base64 string or a uint8 array
+        inputs=Schema([ColSpec(AnyType(), "image")]), outputs=infer_signature(example, output).outputs
+    )
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=python_model,
+        artifacts={key: str(path) for key, path in artifacts.items()},
+        code_paths=[str(Path(visionflow.__file__).parent)],
+        signature=signature,
+        input_example=example,
+        registered_model_name=name,
+        pip_requirements=pip_requirements,
+        metadata=dict(metadata),
+    )
     return str(info.registered_model_version)
-
-
-class TrackingUnavailable(RuntimeError):
-    """The configured tracking server does not answer."""
-
-    exit_code = 75  # the CLI's exit status: EX_TEMPFAIL (sysexits.h), a failure worth retrying later
 
 
 def ensure_reachable(config: Config, timeout: float = 3.0) -> None:

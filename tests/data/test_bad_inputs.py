@@ -15,8 +15,8 @@ from PIL import Image
 
 from tests.conftest import folder_params, make_config
 from visionflow.config import Config
+from visionflow.errors import DataValidationError
 from visionflow.stages import prepare, validate
-from visionflow.stages.validate import DataValidationError
 
 Mutation = Callable[[Path], str]  # changes the dataset under root, returns the file that validate must name
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_config
+from visionflow.errors import DataValidationError
 from visionflow.stages import prepare, validate
-from visionflow.stages.validate import DataValidationError
 
 pytestmark = pytest.mark.camvid
 

@@ -14,8 +14,8 @@ from tests.conftest import make_config
 from visionflow.data.digits import CLASSES as DIGITS
 from visionflow.data.manifest import read_manifest
 from visionflow.data.sources import SourceError
+from visionflow.errors import DataValidationError
 from visionflow.stages import balance, prepare, validate
-from visionflow.stages.validate import DataValidationError
 
 
 def image(path: Path, seed: int, size: int = 32) -> Path:

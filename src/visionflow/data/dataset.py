@@ -86,13 +86,12 @@ def load_mask(path: str | Path) -> np.ndarray:
 
 
 def _cache_key(rows: pd.DataFrame, with_masks: bool) -> str:
-    """Content of the rows: image hashes, and each mask's path, size and modification time."""
-    digest = hashlib.sha256(b"v1" + bytes([with_masks]))
+    """Content of the rows: each image's and (segmentation) each mask's path and sha256 from the manifest."""
+    digest = hashlib.sha256(b"v2" + bytes([with_masks]))
     for row in rows.itertuples():
         digest.update(f"{row.image_path}|{row.sha256}".encode())
         if with_masks:
-            stat = os.stat(row.mask_path)
-            digest.update(f"|{row.mask_path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update(f"|{row.mask_path}|{row.mask_sha256}".encode())
     return digest.hexdigest()[:24]
 
 

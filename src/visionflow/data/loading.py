@@ -8,24 +8,25 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Sampler
 
-from visionflow.config import Config
+from visionflow.config import Config, InputConfig
 from visionflow.data.dataset import DecodedCache, ImageDataset
-from visionflow.data.sources import DatasetInfo
 from visionflow.data.transforms import Augment, pad_collate
+from visionflow.handoffs import DatasetInfo
 
 __all__ = ["ShardSampler", "make_dataset", "make_loader"]
 
 
-def make_dataset(config: Config, info: DatasetInfo, rows: pd.DataFrame, train: bool) -> ImageDataset:
-    """Training items (augmented, at ``train.input``) or evaluation items (``evaluate.input``, original masks)."""
-    classification = config.project.task == "classification"
+def make_dataset(config: Config, info: DatasetInfo, rows: pd.DataFrame, spec: InputConfig, train: bool) -> ImageDataset:
+    """Training items (augmented, seeded, at ``spec``'s size) or evaluation items (``spec``'s size with the original
+    masks as targets, since segmentation is scored at the original resolution)."""
+    classification = info.task == "classification"
     cache = DecodedCache.open(rows, config.paths.cache, with_masks=not classification)
     labels = rows["label"].to_numpy(dtype=np.int64) if classification else None
-    spec = config.train.input if train else config.eval_input
-    augment = None
+    augment, seed = None, 0
     if train:
         a = config.train.augment
         augment = Augment(hflip=a.hflip, vflip=a.vflip, scale=a.scale, color_jitter=a.color_jitter)
+        seed = config.project.seed
     return ImageDataset(
         rows,
         cache,
@@ -34,7 +35,7 @@ def make_dataset(config: Config, info: DatasetInfo, rows: pd.DataFrame, train: b
         size=spec.size,
         ignore_index=info.ignore_index,
         augment=augment,
-        seed=config.project.seed,
+        seed=seed,
         original_masks=not train,
     )
 

@@ -8,10 +8,8 @@ its ``error`` filled in: it is reported by validate, never dropped.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +18,10 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from visionflow.data.sources import DatasetInfo, SampleRef
+from visionflow.data.sources import SampleRef
+from visionflow.handoffs import INTEGER_COLUMNS, DatasetInfo, Manifest, count_columns, manifest_columns
 
-__all__ = [
-    "ERROR_COLUMNS",
-    "build_manifest",
-    "count_columns",
-    "dhash",
-    "manifest_columns",
-    "read_dataset_info",
-    "read_manifest",
-    "split_rows",
-    "usable",
-    "write_dataset_info",
-    "write_manifest",
-]
-
-
-def count_columns(num_classes: int) -> list[str]:
-    """Names of the per-class pixel count columns, in class-id order."""
-    return [f"px_{c}" for c in range(num_classes)]
+__all__ = ["build_manifest", "dhash"]
 
 
 def _rel(path: Path | None) -> str | None:
@@ -159,88 +141,18 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
         row["mask_error"] = "no mask for this image"
     else:
         try:
+            row["mask_sha256"] = _sha256(ref.mask)
             row.update(_describe_mask(ref.mask, info))
         except Exception as exc:
             row["mask_error"] = f"mask does not decode: {exc or type(exc).__name__}"
     return row
 
 
-ERROR_COLUMNS = (
-    "path_error",
-    "image_error",
-    "mask_error",
-    "label_error",
-)  # filled where a file cannot be used as it is
-_IMAGE_COLUMNS = ["width", "height", "channels", "mode", "bits", "brightness", "sha256", "dhash"]
-_MASK_COLUMNS = ["mask_width", "mask_height", "mask_mode", "mask_bits"]
-_INTEGER_COLUMNS = [
-    "width",
-    "height",
-    "channels",
-    "bits",
-    "mask_width",
-    "mask_height",
-    "mask_bits",
-    "px_ignore",
-    "px_invalid",
-    "label",
-]
-
-
-def manifest_columns(num_classes: int) -> list[str]:
-    counts = [*count_columns(num_classes), "px_ignore", "px_invalid", "invalid_values"]
-    return ["id", "split", "image_path", "mask_path", "label", *_IMAGE_COLUMNS, *_MASK_COLUMNS, *counts, *ERROR_COLUMNS]
-
-
-def build_manifest(samples: list[SampleRef], info: DatasetInfo, workers: int = 4) -> pd.DataFrame:
+def build_manifest(samples: list[SampleRef], info: DatasetInfo, workers: int = 4) -> Manifest:
     """Describe every sample (decoding runs in threads: PIL releases the GIL while it decodes)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         described = pool.map(lambda r: _describe_row(r, info), samples)
         rows = list(tqdm(described, total=len(samples), desc="manifest", unit="img"))
     num_classes = len(info.classes)
     frame = pd.DataFrame(rows).reindex(columns=manifest_columns(num_classes))
-    return frame.astype({c: "Int64" for c in [*_INTEGER_COLUMNS, *count_columns(num_classes)]})
-
-
-def usable(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose files could all be read."""
-    return frame[list(ERROR_COLUMNS)].isna().all(axis=1)
-
-
-def write_manifest(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-
-
-def read_manifest(path: Path, made_by: str = "prepare") -> pd.DataFrame:
-    """Read the manifest that prepare wrote; a missing file says which stage makes it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found; run `visionflow {made_by}` (or `dvc repro {made_by}`)")
-    text = ("id", "split", "invalid_values", "sha256", "dhash", "mode", "mask_mode", *ERROR_COLUMNS)
-    return pd.read_csv(path, dtype=dict.fromkeys(text, str), keep_default_na=True)
-
-
-def write_dataset_info(info: DatasetInfo, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-
-
-def read_dataset_info(path: Path) -> DatasetInfo:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: dataset info not found; run `visionflow prepare`")
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    return DatasetInfo(
-        source=raw["source"],
-        root=raw["root"],
-        classes=tuple(raw["classes"]),
-        ignore_index=int(raw["ignore_index"]),
-        task=raw.get("task", "segmentation"),
-    )
-
-
-def split_rows(manifest: pd.DataFrame, split: str, source: Path) -> pd.DataFrame:
-    """The readable rows of one split; an empty split is an error that names the manifest."""
-    rows = manifest[(manifest["split"] == split) & usable(manifest)]
-    if rows.empty:
-        raise ValueError(f"{source}: split '{split}' has no readable images")
-    return rows.reset_index(drop=True)
+    return Manifest(frame.astype({c: "Int64" for c in [*INTEGER_COLUMNS, *count_columns(num_classes)]}))

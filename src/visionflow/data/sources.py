@@ -14,22 +14,18 @@ from pathlib import Path
 
 from visionflow.config import Config, DataConfig, SplitDirs
 from visionflow.data import builtin, digits
+from visionflow.errors import SourceError
+from visionflow.handoffs import DatasetInfo
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "PRESETS",
-    "DatasetInfo",
     "Preset",
     "SampleRef",
-    "SourceError",
     "collect_samples",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-
-
-class SourceError(ValueError):
-    """The configured source cannot be read (missing folder, unknown layout)."""
 
 
 @dataclass(frozen=True)
@@ -39,15 +35,6 @@ class SampleRef:
     mask: Path | None = None  # segmentation; None: an image was found without its mask
     label: str | None = None  # classification: the class name as the source gives it
     name: str | None = None  # the row id where the file stem is not unique (class folders, CSV paths)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    source: str
-    root: str
-    classes: tuple[str, ...]
-    ignore_index: int
-    task: str = "segmentation"
 
 
 @dataclass(frozen=True)

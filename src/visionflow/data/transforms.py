@@ -47,11 +47,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics smp and timm encoders ar
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) scaled by the encoder statistics."""
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+def normalise(
+    images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W): ``(x / 255 - mean) / std`` per channel (the encoder statistics)."""
+    std = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
     scale = 1.0 / (255.0 * std)
-    shift = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) / std
+    shift = torch.tensor(mean, device=images.device).view(1, 3, 1, 1) / std
     # one fused multiply-subtract over the permuted view: (x / 255 - mean) / std, channels-last in memory
     return torch.addcmul(-shift, images.permute(0, 3, 1, 2), scale)
 

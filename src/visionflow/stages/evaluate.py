@@ -1,42 +1,33 @@
 """evaluate: score the trained model on the val split; metrics for `dvc metrics`, plots for people.
 
-Segmentation is scored at each mask's original resolution; binary models use the threshold stored with them.
-Both tasks write metrics.json, per_class.csv, per_image.csv (for paired comparisons between models), a
-normalised confusion matrix and best/worst panels; classification also writes predictions.csv for the
-confusion template of `dvc plots`.
+Images reach the model as its metadata says (the input size, policy and normalisation train decided); segmentation
+is scored at each mask's original resolution, binary models with the threshold stored with them. Both tasks write
+metrics.json, per_class.csv, per_image.csv (each image's scores, and for classification its actual and predicted
+class: for comparing models image by image), a normalised confusion matrix and best/worst panels.
 """
 
 from __future__ import annotations
-
-import json
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
 from visionflow import tracking
-from visionflow.config import Config
+from visionflow.config import Config, InputConfig
 from visionflow.data.dataset import ImageDataset
 from visionflow.data.loading import make_dataset, make_loader
-from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
-from visionflow.data.sources import DatasetInfo
 from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision
+from visionflow.errors import MissingInput
+from visionflow.handoffs import AcceptedManifest, DatasetInfo, EvaluationMetrics, ModelMeta, TrainingRun
 from visionflow.metrics import absent_classes, per_class_table, per_image_scores, task_metrics
 from visionflow.models import load_model
 from visionflow.plots import plot_confusion_matrix, plot_examples, plot_overlays
 
-__all__ = ["EvaluateResult", "run"]
+__all__ = ["run"]
 
 
-@dataclass(frozen=True)
-class EvaluateResult:
-    metrics: dict[str, float]
-    absent_classes: list[str]
-
-
-def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
-    """NaN is not JSON: an undefined metric (an absent class's IoU) is written as null."""
+def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Six decimals; an undefined metric (an absent class's IoU, NaN) is written as null."""
     return {k: (None if v != v else round(v, 6)) for k, v in metrics.items()}
 
 
@@ -94,8 +85,8 @@ def _classification_panels(config: Config, dataset: ImageDataset, per_image: pd.
             (
                 dataset.ids[i],
                 np.asarray(dataset.cache.image(i)),
-                info.classes[int(per_image.at[i, "label"])],
-                info.classes[int(per_image.at[i, "predicted"])],
+                str(per_image.at[i, "actual"]),
+                str(per_image.at[i, "predicted"]),
                 float(per_image.at[i, "confidence"]),
             )
             for i in chosen
@@ -103,22 +94,47 @@ def _classification_panels(config: Config, dataset: ImageDataset, per_image: pd.
         plot_examples(samples, path, title=f"{len(samples)} {label} val images")
 
 
-def run(config: Config) -> EvaluateResult:
-    tracking.ensure_reachable(config)
-    paths, task = config.paths, config.project.task
-    info = read_dataset_info(paths.dataset_info)
-    rows = split_rows(read_manifest(paths.accepted, made_by="validate"), "val", paths.accepted)
-    model, meta = load_model(paths.weights)
-    if list(meta["classes"]) != list(info.classes) or meta.get("task", "segmentation") != task:  # type: ignore[call-overload]
-        raise ValueError(
-            f"{paths.weights} is a {meta.get('task', 'segmentation')} model of classes {meta['classes']}; the data "
-            f"is {task} with classes {list(info.classes)}; run `dvc repro` to retrain"
+def _load(config: Config, info: DatasetInfo) -> tuple[torch.nn.Module, ModelMeta, Runtime]:
+    """The trained model on this machine's device, checked against the data it is to be scored on."""
+    model, meta = load_model(ModelMeta.path(config.paths))
+    if tuple(meta.classes) != tuple(info.classes) or meta.task != info.task:
+        raise MissingInput(
+            f"{ModelMeta.path(config.paths)} is a {meta.task} model of classes {list(meta.classes)}; the data is "
+            f"{info.task} with classes {list(info.classes)}; run `dvc repro train` to retrain"
         )
     device = resolve_device(config.train.device)
-    runtime = Runtime(device, config.train.channels_last, resolve_precision(config.train.precision, device))
-    model = runtime.prepare(model)
-    dataset = make_dataset(config, info, rows, train=False)
-    threshold = float(meta.get("threshold", 0.5))  # type: ignore[arg-type]
+    runtime = Runtime(
+        device, config.train.channels_last, resolve_precision(config.train.precision, device), meta.mean, meta.std
+    )
+    return runtime.prepare(model), meta, runtime
+
+
+def _per_image_table(task: str, collected: _Collector, dataset: ImageDataset, rows: pd.DataFrame,
+                     classes: tuple[str, ...]) -> pd.DataFrame:  # fmt: skip
+    """One row per image: segmentation scores; or the actual and predicted class, whether they agree, and the
+    confidence."""
+    table = pd.DataFrame(collected.rows).assign(id=dataset.ids, image_path=rows["image_path"].tolist())
+    if task == "segmentation":
+        return table[["id", "image_path", "miou", "pixel_accuracy"]]
+    names = np.array(classes)
+    table = table.assign(
+        actual=names[table["label"]],
+        predicted=names[table["predicted"]],
+        correct=(table["label"] == table["predicted"]).astype(int),
+    )
+    return table[["id", "image_path", "actual", "predicted", "correct", "confidence"]]
+
+
+def run(config: Config) -> EvaluationMetrics:
+    tracking.ensure_reachable(config)
+    paths = config.paths
+    info = DatasetInfo.read(paths)
+    rows = AcceptedManifest.read(paths).split("val")
+    training_run = TrainingRun.read(paths)
+    model, meta, runtime = _load(config, info)
+    task = meta.task
+    dataset = make_dataset(config, info, rows, InputConfig(size=meta.input_size, policy=meta.input_policy), False)
+    threshold = 0.5 if meta.threshold is None else meta.threshold
     collected = _Collector(task, len(info.classes), info.ignore_index)
     result = evaluate(
         model,
@@ -127,48 +143,37 @@ def run(config: Config) -> EvaluateResult:
         len(info.classes),
         info.ignore_index,
         runtime,
-        config.eval_input.policy,
+        meta.input_policy,
         threshold,
         on_batch=collected,
     )
     metrics = task_metrics(task, result.confusion, info.classes)
     metrics["images_per_second"] = result.images_per_second
-    if "threshold" in meta:
+    if meta.threshold is not None:
         metrics["threshold"] = threshold
-    absent = absent_classes(result.confusion, info.classes)
 
     paths.evaluation.mkdir(parents=True, exist_ok=True)
-    report = {"val": _json_safe(metrics), "absent_classes": absent, "images": len(rows)}
-    paths.metrics.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report = EvaluationMetrics(_rounded(metrics), tuple(absent_classes(result.confusion, info.classes)), len(rows))
+    report.write(paths)
     pd.DataFrame(per_class_table(result.confusion, info.classes)).to_csv(paths.per_class, index=False)
-    per_image = pd.DataFrame(collected.rows).assign(id=dataset.ids, image_path=rows["image_path"].tolist())
-    artifacts = [paths.metrics, paths.per_class, paths.per_image, paths.confusion_matrix]
+    per_image = _per_image_table(task, collected, dataset, rows, info.classes)
+    per_image.to_csv(paths.per_image, index=False)
     if task == "classification":
-        per_image["correct"] = (per_image["label"] == per_image["predicted"]).astype(int)
-        columns = ["id", "image_path", "label", "predicted", "correct", "confidence"]
-        names = np.array(info.classes)
-        predictions = pd.DataFrame(
-            {"id": per_image["id"], "actual": names[per_image["label"]], "predicted": names[per_image["predicted"]]}
-        )
-        predictions.to_csv(paths.predictions, index=False)
-        artifacts.append(paths.predictions)
         _classification_panels(config, dataset, per_image, info)
         headline = f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
     else:
-        columns = ["id", "image_path", "miou", "pixel_accuracy"]
         _segmentation_panels(config, dataset, collected, per_image, info)
         headline = f"mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}"
-    per_image[columns].to_csv(paths.per_image, index=False)
     plot_confusion_matrix(result.confusion.numpy(), info.classes, paths.confusion_matrix, title=f"val: {headline}")
-    artifacts += [paths.overlays_best, paths.overlays_worst]
 
-    with tracking.open_run(config, paths.run_info):
+    with tracking.open_run(config, training_run):
         tracking.log_metrics({f"val_{k}": v for k, v in metrics.items()})
-        for path in artifacts:
+        for path in (paths.metrics, paths.per_class, paths.per_image, paths.confusion_matrix, paths.overlays_best,
+                     paths.overlays_worst):  # fmt: skip
             tracking.log_artifact(path, "evaluation")
     print(f"evaluate: val {headline} on {len(rows)} images -> {paths.metrics}")
     _print_per_class(task, metrics, info.classes)
-    return EvaluateResult(metrics, absent)
+    return report
 
 
 def _print_per_class(task: str, metrics: dict[str, float], classes: tuple[str, ...]) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,12 @@ from PIL import Image
 
 from visionflow import tracking
 from visionflow.config import Config
-from visionflow.engine import resolve_precision
-from visionflow.models import read_meta
-from visionflow.registry import Decision, gate_and_alias, load_val
-from visionflow.serving import Preprocessing
+from visionflow.errors import ConfigError
+from visionflow.handoffs import EvaluationMetrics, ModelMeta, Registration, TrainingRun, ValidationSummary
+from visionflow.registry import gate_and_alias, load_val
+from visionflow.serving import Predictor, VisionflowPyfunc, to_frame
 
-__all__ = ["RegisterResult", "lineage_tags", "preprocessing_for", "run"]
-
-
-@dataclass(frozen=True)
-class RegisterResult:
-    name: str
-    version: str
-    alias: str
-    metric: str
-    value: float
-    champion_before: str | None
-    promoted: bool
-    reasons: list[str]
+__all__ = ["lineage_tags", "run"]
 
 
 def _requirements() -> list[str]:
@@ -68,21 +55,6 @@ def _requirements() -> list[str]:
     ]
 
 
-def preprocessing_for(config: Config, meta: dict[str, Any]) -> Preprocessing:
-    """What the served model does to an image: the eval input policy, and the trained model's classes/threshold."""
-    spec = config.eval_input
-    return Preprocessing(
-        task=str(meta.get("task", "segmentation")),
-        classes=list(meta["classes"]),
-        ignore_index=int(meta["ignore_index"]),
-        policy=spec.policy,
-        size=None if spec.size is None else list(spec.size),
-        threshold=float(meta["threshold"]) if "threshold" in meta else None,
-        precision=resolve_precision(config.train.precision, torch.device("cpu")),  # the Predictor runs on the CPU
-        channels_last=config.train.channels_last,
-    )
-
-
 def _params_hash(lock: Path = Path("dvc.lock")) -> str:
     """sha256 over every stage's params as dvc.lock recorded them (what produced this model)."""
     if not lock.is_file():
@@ -94,12 +66,7 @@ def _params_hash(lock: Path = Path("dvc.lock")) -> str:
 
 def lineage_tags(config: Config, run_id: str, metrics: dict[str, Any]) -> dict[str, str]:
     """Where the model comes from: run, commit, data and params hashes, validation result, flow run, metrics."""
-    summary_path = config.paths.validation_summary
-    validation = "unknown"
-    if summary_path.is_file():
-        s = json.loads(summary_path.read_text(encoding="utf-8"))
-        status = "passed" if s.get("success") else "failed"
-        validation = f"{status}: {s['inputs']} inputs = {s['accepted']} accepted + {s['quarantined']} set aside"
+    validation = ValidationSummary.read(config.paths).headline()
     headline = (
         ("miou", "pixel_accuracy", "mean_dice")
         if config.project.task == "segmentation"
@@ -125,41 +92,32 @@ def _example(image: Any) -> pd.DataFrame:
     return pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode("ascii")]})
 
 
-def run(config: Config) -> RegisterResult:
+def run(config: Config) -> Registration:
     tracking.ensure_reachable(config)
     paths = config.paths
     metric_name = config.register_.metric or f"val_{config.primary_metric}"
     name = config.model_name
-    metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))["val"]
+    metrics = EvaluationMetrics.read(paths).val
     value = metrics.get(metric_name.removeprefix("val_"))
     if value is None:
-        raise KeyError(
+        raise ConfigError(
             f"{paths.metrics}: no val metric '{metric_name}' (register.metric); available: {', '.join(metrics)}"
         )
-    meta = read_meta(paths.weights)
+    meta = ModelMeta.read(paths)
+    training_run = TrainingRun.read(paths)
     val = load_val(config)
-    with tracking.open_run(config, paths.run_info) as run_info:
+    example = _example(val.images[0])
+    output = to_frame(meta, Predictor.from_file(paths.weights).predict(val.images[:1]))  # what the pyfunc answers
+    with tracking.open_run(config, training_run):
         version = tracking.log_pyfunc_version(
-            paths.weights,
-            preprocessing_for(config, meta),
-            _example(val.images[0]),
-            name,
-            _requirements(),
-            metadata={k: meta[k] for k in ("task", "classes", "ignore_index", "threshold") if k in meta},
+            VisionflowPyfunc(), {"weights": paths.weights}, example, output, name, _requirements(), meta.describe()
         )
-        tracking.set_version_tags(config, name, version, lineage_tags(config, run_info.run_id, metrics))
+        tracking.set_version_tags(config, name, version, lineage_tags(config, training_run.run_id, metrics))
     decision = gate_and_alias(config, version, val=val)
-    result = RegisterResult(
+    result = Registration(
         name, version, decision.alias, metric_name, float(value), decision.champion_before, decision.promoted,
         decision.reasons,
     )  # fmt: skip
-    paths.registration.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
-    report(decision)
+    result.write(paths)
+    print("register: " + "\n".join(decision.report()))
     return result
-
-
-def report(decision: Decision) -> None:
-    against = f"champion was v{decision.champion_before}" if decision.champion_before else "no champion before"
-    print(f"register: {decision.model_name} version {decision.version} -> @{decision.alias} ({against})")
-    for reason in decision.reasons:
-        print(f"  - {reason}")

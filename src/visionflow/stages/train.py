@@ -7,13 +7,13 @@ saves checkpoints and writes the model. Binary segmentation models get their thr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,25 +27,24 @@ from visionflow.checkpoint import TrainingState, fingerprint, load_checkpoint, r
 from visionflow.config import Config
 from visionflow.data.dataset import EpochSampler, ImageDataset
 from visionflow.data.loading import ShardSampler, make_dataset, make_loader
-from visionflow.data.manifest import read_dataset_info, read_manifest, split_rows
+from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionflow.distributed import Dist, from_env
 from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision, train_one_epoch
+from visionflow.errors import ConfigError
+from visionflow.handoffs import (
+    AcceptedManifest,
+    ClassWeights,
+    DatasetInfo,
+    ModelMeta,
+    SampleWeights,
+    TrainingRun,
+    ValidationSummary,
+)
 from visionflow.losses import create_loss
 from visionflow.metrics import best_threshold, task_metrics, threshold_counts
 from visionflow.models import create_model, is_binary, load_model, save_model, update_meta
-from visionflow.stages.balance import read_balance, read_sample_weights
 
-__all__ = ["TrainResult", "run", "seed_everything"]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    best_epoch: int
-    best_score: float  # the best val value of the task's primary metric (mIoU / accuracy)
-    epochs: int
-    seconds: float
-    run_id: str
-    threshold: float | None = None  # binary segmentation: tau chosen on val
+__all__ = ["run", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -54,12 +53,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _lineage_tags(config: Config) -> dict[str, str]:
+def _lineage_tags(config: Config, info: DatasetInfo) -> dict[str, str]:
     tags = {
         "git_commit": tracking.git_commit(),
         "data_hash": tracking.data_hash(config),
-        "data_source": config.data.source,
-        "task": config.project.task,
+        "data_source": info.source,
+        "task": info.task,
         "visionflow.stage": "train",
         "precision": resolve_precision(config.train.precision, resolve_device(config.train.device)),
     }
@@ -70,9 +69,12 @@ def _lineage_tags(config: Config) -> dict[str, str]:
     return tags
 
 
-def _log_data_stages(config: Config) -> None:
-    """What the data stages produced, so the run holds the whole story of its model."""
+def _log_data_stages(config: Config, info: DatasetInfo, splits: dict[str, pd.DataFrame]) -> None:
+    """What the data stages produced, so the run holds the whole story of its model: the accepted manifest as the
+    run's dataset (one input per split), and the validation and balance reports as artifacts."""
     paths = config.paths
+    source = info.source if info.source in ("builtin", "digits") else Path(info.root).name
+    tracking.log_datasets(splits, name=f"{source} (accepted)", source=info.root, digest=tracking.data_hash(config))
     for path, where in (
         (paths.validation_summary, "validation"),
         (paths.validation_report, "validation"),
@@ -86,9 +88,9 @@ def _log_data_stages(config: Config) -> None:
     ):
         if path.exists():
             tracking.log_artifact(path, where)
-    if paths.validation_summary.is_file():
-        summary = json.loads(paths.validation_summary.read_text(encoding="utf-8"))
-        tracking.log_metrics({f"data/{k}": summary[k] for k in ("inputs", "accepted", "quarantined")})
+    summary = ValidationSummary.read(paths)
+    tracking.log_metrics({"data/inputs": summary.inputs, "data/accepted": summary.accepted,
+                          "data/quarantined": summary.quarantined})  # fmt: skip
 
 
 @dataclass
@@ -106,11 +108,10 @@ class _Session:
     train_set: ImageDataset
     runtime: Runtime
     dist: Dist
-    task: str
+    info: DatasetInfo
+    splits: dict[str, pd.DataFrame]  # the accepted train and val rows
     primary: str  # the val metric that picks the best epoch (Config.primary_metric)
     policy: str  # how val logits map back to the original masks
-    classes: tuple[str, ...]
-    ignore_index: int
 
 
 def _schedule(
@@ -135,21 +136,23 @@ def _build(config: Config, dist: Dist) -> _Session:
     seed_everything(config.project.seed)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
-    info = read_dataset_info(paths.dataset_info)
-    manifest = read_manifest(paths.accepted, made_by="validate")
-    balance = read_balance(config)
-    train_rows = split_rows(manifest, "train", paths.accepted)
-    val_rows = split_rows(manifest, "val", paths.accepted)
+    info = DatasetInfo.read(paths)
+    manifest = AcceptedManifest.read(paths)
+    balance = ClassWeights.read(paths)
+    train_rows, val_rows = manifest.split("train"), manifest.split("val")
 
     def datasets() -> tuple[ImageDataset, ImageDataset]:
-        return make_dataset(config, info, train_rows, train=True), make_dataset(config, info, val_rows, train=False)
+        return (
+            make_dataset(config, info, train_rows, train_cfg.input, train=True),
+            make_dataset(config, info, val_rows, config.eval_input, train=False),
+        )
 
     if dist.local_rank == 0:  # one process per machine decodes; the others then map the same cache files
         train_set, val_set = datasets()
     dist.barrier()
     if dist.local_rank != 0:
         train_set, val_set = datasets()
-    weights = None if balance["sampler"] == "none" else read_sample_weights(config, train_rows)
+    weights = None if balance.sampler == "none" else SampleWeights.read(paths).for_rows(train_rows)
     sampler = EpochSampler(len(train_set), config.project.seed, weights, dist.rank, dist.world)
     per_rank = max(1, train_cfg.batch_size // dist.world)  # train.batch_size is the global batch
     train_loader = make_loader(train_set, per_rank, sampler, drop_last=len(sampler) > per_rank)
@@ -158,13 +161,13 @@ def _build(config: Config, dist: Dist) -> _Session:
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
     runtime = Runtime(device, train_cfg.channels_last, resolve_precision(train_cfg.precision, device))
-    model = runtime.prepare(create_model(config.model, config.project.task, len(info.classes)))
+    model = runtime.prepare(create_model(config.model, info.task, len(info.classes)))
     trained = (
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if dist.enabled
         else model
     )
-    loss_fn = create_loss(train_cfg.loss, balance["weights"], info.ignore_index, train_cfg.focal_gamma)
+    loss_fn = create_loss(train_cfg.loss, list(balance.weights), info.ignore_index, train_cfg.focal_gamma)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     return _Session(
         model,
@@ -178,11 +181,10 @@ def _build(config: Config, dist: Dist) -> _Session:
         train_set,
         runtime,
         dist,
-        config.project.task,
+        info,
+        {"train": train_rows, "val": val_rows},
         config.primary_metric,
         config.eval_input.policy,
-        info.classes,
-        info.ignore_index,
     )
 
 
@@ -212,7 +214,7 @@ def _resume_point(config: Config, session: _Session, mode: str) -> TrainingState
                     "it belongs to other params or data" if state.fingerprint != current else "it is already complete"
                 )
             )
-            raise RuntimeError(f"cannot resume from {config.paths.checkpoint}: {why}; run without --resume")
+            raise ConfigError(f"cannot resume from {config.paths.checkpoint}: {why}; run without --resume")
         return TrainingState(fingerprint=current)
     session.model.load_state_dict(saved["model"])
     session.optimizer.load_state_dict(saved["optimizer"])
@@ -223,11 +225,12 @@ def _resume_point(config: Config, session: _Session, mode: str) -> TrainingState
     return state
 
 
-def run(config: Config, resume: str = "auto") -> TrainResult:
+def run(config: Config, resume: str = "auto") -> ModelMeta:
     """Train, resuming from an unfinished checkpoint of the same params and data.
 
     ``resume``: ``auto`` (continue when possible, as after a killed ``dvc repro``), ``require`` (``--resume``:
-    fail when there is nothing to continue) or ``never`` (``--fresh``).
+    fail when there is nothing to continue) or ``never`` (``--fresh``). Returns the metadata of the model it kept
+    (every rank; rank 0 wrote it).
     """
     tracking.ensure_reachable(config)  # a tracking server that is down fails here, before any training
     dist = from_env()
@@ -238,7 +241,9 @@ def run(config: Config, resume: str = "auto") -> TrainResult:
         dist.stop()
 
 
-def _open_run(config: Config, state: TrainingState, dist: Dist) -> AbstractContextManager[tracking.RunInfo | None]:
+def _open_run(
+    config: Config, state: TrainingState, dist: Dist, info: DatasetInfo
+) -> AbstractContextManager[TrainingRun | None]:
     """The MLflow run on rank 0 (a new one, or the checkpoint's); nothing on the other ranks."""
     if not dist.is_main:
         return nullcontext(None)
@@ -246,18 +251,17 @@ def _open_run(config: Config, state: TrainingState, dist: Dist) -> AbstractConte
         return tracking.continue_run(config, state.run_id)
     model = config.model
     run_name = f"{model.arch}-{model.encoder}" if config.project.task == "segmentation" else model.arch
-    return tracking.start_run(config, run_name=run_name, tags=_lineage_tags(config))
+    return tracking.start_run(config, run_name=run_name, tags=_lineage_tags(config, info))
 
 
-def _run(config: Config, resume: str, dist: Dist) -> TrainResult:
+def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
     paths, train_cfg = config.paths, config.train
     session = _build(config, dist)
     state = _resume_point(config, session, resume)
     start = time.perf_counter()
-    threshold = None
-    with _open_run(config, state, dist) as run_info:
+    with _open_run(config, state, dist, session.info) as run_info:
         if run_info is not None and not state.run_id:
-            _log_data_stages(config)
+            _log_data_stages(config, session.info, session.splits)
             tracking.log_metrics({"train/world_size": dist.world})
             state.run_id = run_info.run_id
         epochs = tqdm(
@@ -286,31 +290,46 @@ def _run(config: Config, resume: str, dist: Dist) -> TrainResult:
                     tqdm.write(f"train: stopping early, no better val score for {train_cfg.early_stopping} epochs")
                 break
         if dist.is_main:
-            if is_binary(session.task, len(session.classes)):
-                threshold = _choose_threshold(config, session)
+            update_meta(paths.weights, epochs=state.epoch)
+            if is_binary(session.info.task, len(session.info.classes)):
+                _choose_threshold(config, session)
             pd.DataFrame(state.history).to_csv(paths.history, index=False)
             tracking.log_artifact(paths.history, "training")
             tracking.log_metrics({"train/best_epoch": state.best_epoch, "train/best_val_score": state.best_score})
-            tracking.write_run_info(run_info, paths.run_info)
+            run_info.write(paths)
     seconds = time.perf_counter() - start
+    dist.barrier()  # rank 0 has written the model
     if dist.is_main:
         print(
             f"train: best val {config.primary_metric} {state.best_score:.4f} at epoch {state.best_epoch}/"
             f"{train_cfg.epochs} ({seconds:.0f}s this session, {dist.world} process(es)) -> {paths.weights}"
         )
-    return TrainResult(state.best_epoch, state.best_score, state.epoch, seconds, state.run_id, threshold)
+    return ModelMeta.read(paths)
+
+
+def _model_meta(config: Config, session: _Session, epoch: int, score: float) -> ModelMeta:
+    """What travels with the weights: how to rebuild the model, its classes, and the preprocessing it expects (the
+    size and policy validation scored it with, which evaluation, registration and serving then use)."""
+    model, info, spec = config.model, session.info, config.eval_input
+    return ModelMeta(
+        task=info.task,
+        arch=model.arch,
+        encoder=model.encoder,
+        classes=info.classes,
+        ignore_index=info.ignore_index,
+        input_size=spec.size,
+        input_policy=spec.policy,
+        mean=IMAGENET_MEAN,  # the statistics smp and timm encoders expect
+        std=IMAGENET_STD,
+        epoch=epoch,
+        epochs=epoch,
+        metric=f"val_{config.primary_metric}",
+        score=score,
+    )
 
 
 def _save_best(config: Config, session: _Session, epoch: int, row: dict[str, float]) -> None:
-    save_model(
-        session.model,
-        config.paths.weights,
-        config.model,
-        session.task,
-        session.classes,
-        session.ignore_index,
-        {"epoch": epoch, f"val_{config.primary_metric}": row["val_score"]},
-    )
+    save_model(session.model, config.paths.weights, _model_meta(config, session, epoch, row["val_score"]))
 
 
 def _choose_threshold(config: Config, session: _Session) -> float:
@@ -320,12 +339,13 @@ def _choose_threshold(config: Config, session: _Session) -> float:
     counts: list[np.ndarray] = []
 
     def collect(preds: list[torch.Tensor], targets: list[torch.Tensor], logits: list[torch.Tensor]) -> None:
-        counts.extend(threshold_counts(x, y, session.ignore_index) for x, y in zip(logits, targets, strict=True))
+        counts.extend(threshold_counts(x, y, ignore) for x, y in zip(logits, targets, strict=True))
 
+    ignore = session.info.ignore_index
     loader = make_loader(session.val_loader.dataset, config.evaluate.batch_size)  # the whole val split
-    evaluate(model, loader, None, 2, session.ignore_index, session.runtime, session.policy, on_batch=collect)
+    evaluate(model, loader, None, 2, ignore, session.runtime, session.policy, on_batch=collect)
     tau, dice = best_threshold(np.sum(counts, axis=0))
-    update_meta(config.paths.weights, threshold=tau, threshold_dice=dice)
+    update_meta(config.paths.weights, threshold=tau)
     tracking.log_metrics({"train/threshold": tau, "train/threshold_val_dice": dice})
     tqdm.write(f"train: binary threshold {tau:.3f} (val foreground Dice {dice:.4f}) stored in {config.paths.weights}")
     return tau
@@ -334,6 +354,7 @@ def _choose_threshold(config: Config, session: _Session) -> float:
 def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict[str, float]:
     session.sampler.set_epoch(epoch)
     session.train_set.set_epoch(epoch, session.dist.rank)
+    start = time.perf_counter()
     fit = train_one_epoch(
         session.trained,
         session.train_loader,
@@ -345,19 +366,21 @@ def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict
         grad_clip=grad_clip,
     )
     session.dist.share_buffers(session.model)
+    fitted = time.perf_counter()
+    classes = session.info.classes
     val = evaluate(
         session.model,
         session.val_loader,
         session.loss_fn,
-        len(session.classes),
-        session.ignore_index,
+        len(classes),
+        session.info.ignore_index,
         session.runtime,
         session.policy,
     )
     dist = session.dist
     confusion = dist.sum(val.confusion)
     loss_sum, images = dist.sum(torch.tensor([val.loss * val.images, float(val.images)], dtype=torch.float64))
-    metrics = task_metrics(session.task, confusion, session.classes)
+    metrics = task_metrics(session.info.task, confusion, classes)
     primary = session.primary
     ips = dist.sum(torch.tensor([fit["images_per_second"]], dtype=torch.float64)).item()  # all ranks together
     return {
@@ -368,6 +391,8 @@ def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict
         f"val_{primary}": metrics[primary],
         "lr": session.optimizer.param_groups[0]["lr"],
         "train_images_per_second": ips,
+        "train_seconds": fitted - start,  # the epoch's wall time: the training pass, then the val pass
+        "val_seconds": time.perf_counter() - fitted,
     }
 
 

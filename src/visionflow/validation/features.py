@@ -1,28 +1,33 @@
-"""Data-quality features computed from the manifest. Pure pandas and numpy: the validate stage does the I/O.
+"""The frames the checks read, computed from the manifest. Pure pandas and numpy: the validate stage does the I/O.
 
-Each function adds what one family of checks needs: duplicate groups (exact and near), per-class statistics
-of the train split, and drift against the statistics of the last accepted dataset.
+Each function builds what one frame of checks needs (:data:`visionflow.validation.checks.Frame`): the manifest rows
+with derived columns (duplicate groups, exact and near; smallest side; labelled pixels), the accepted images per
+required split, per-class statistics of the train split, and drift against the statistics of the last accepted
+dataset.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from visionflow.data.manifest import count_columns
+from visionflow.handoffs import DriftRow, count_columns
 
 __all__ = [
     "SPLIT_ORDER",
     "class_table",
     "dataset_statistics",
+    "drift_rows",
     "drift_table",
     "hamming",
     "hash_bytes",
     "mark_duplicates",
     "mark_same_names",
     "row_features",
+    "split_table",
 ]
 
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}  # which copy of a duplicate is kept: the training one
@@ -102,6 +107,12 @@ def row_features(frame: pd.DataFrame, num_classes: int, near_distance: int) -> p
     return out
 
 
+def split_table(accepted: pd.DataFrame, required: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """One row per required split with its accepted images (a split the data lacks has 0)."""
+    counts = accepted["split"].value_counts()
+    return pd.DataFrame({"split": list(required), "accepted_images": [int(counts.get(s, 0)) for s in required]})
+
+
 def class_table(accepted: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> pd.DataFrame:
     """One row per class over the accepted train split: pixels, pixel share, images holding it."""
     train = accepted[accepted["split"] == "train"]
@@ -133,15 +144,16 @@ def dataset_statistics(accepted: pd.DataFrame, classes: tuple[str, ...] | list[s
 
 
 def drift_table(
-    current: dict[str, Any], reference: dict[str, Any] | None, thresholds: dict[str, float]
+    current: dict[str, Any] | None, reference: dict[str, Any] | None, thresholds: dict[str, float]
 ) -> pd.DataFrame:
     """One row per statistic: current, reference, change and whether it exceeds its threshold.
 
     Class shares compare absolute share points; brightness compares the mean in grey levels; size compares the
-    relative change of mean width and height.
+    relative change of mean width and height. Without a reference (the first run) or without accepted data
+    (``current`` None) the table is empty, with its columns.
     """
     rows: list[dict[str, Any]] = []
-    if reference is not None:
+    if current is not None and reference is not None:
         for name, share in current["class_share"].items():
             before = reference.get("class_share", {}).get(name, 0.0)
             rows.append(_drift_row(f"class_share:{name}", share, before, share - before, thresholds["class_share"]))
@@ -160,8 +172,12 @@ def drift_table(
             rows.append(
                 _drift_row(side, current[side], reference[side], current[side] / before - 1, thresholds["size"])
             )
-    columns = ["statistic", "current", "reference", "change", "threshold", "exceeds"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=[f.name for f in fields(DriftRow)])
+
+
+def drift_rows(table: pd.DataFrame) -> tuple[DriftRow, ...]:
+    """The drift table as the summary's typed rows."""
+    return tuple(DriftRow(**record) for record in table.to_dict(orient="records"))
 
 
 def _drift_row(name: str, current: float, reference: float, change: float, threshold: float) -> dict[str, Any]:
