@@ -8,7 +8,7 @@
     python3 dev.py lint    # ruff
 
 Extra arguments go to the underlying tool: `python3 dev.py test -m "not slow"`, `python3 dev.py repro train`.
-The environment is reinstalled only when pyproject.toml changes.
+The environment is reinstalled when pyproject.toml or constraints.txt (the exact tested versions) changes.
 """
 
 from __future__ import annotations
@@ -30,14 +30,22 @@ def _say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
 
 
+CONSTRAINTS = ROOT / "constraints.txt"
+
+
 def _install_key() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    """What the installed environment was made from: the declared dependencies and the pinned versions."""
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", CONSTRAINTS.name):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
 
 
 def ensure_env() -> None:
-    """Create .venv with this interpreter and install the project with its dev extras (once per pyproject)."""
-    if sys.version_info[:2] != (3, 11):
-        sys.exit(f"visionflow needs Python 3.11; this is {sys.version.split()[0]} ({sys.executable})")
+    """Create .venv with this interpreter and install the project with its dev extras at the tested versions
+    (again whenever pyproject.toml or constraints.txt changes)."""
+    if sys.version_info[:2] < (3, 11):
+        sys.exit(f"visionflow needs Python 3.11 or newer; this is {sys.version.split()[0]} ({sys.executable})")
     if not (BIN / "python").exists():
         _say(f"creating {VENV.relative_to(ROOT)}")
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -45,7 +53,7 @@ def ensure_env() -> None:
         return
     _say("installing visionflow and its dependencies (a few minutes the first time)")
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "-qq", "-e", ".[dev]"], cwd=ROOT, check=True)
+    subprocess.run([*pip, "install", "-qq", "-c", str(CONSTRAINTS), "-e", ".[dev]"], cwd=ROOT, check=True)
     STAMP.write_text(_install_key())
 
 

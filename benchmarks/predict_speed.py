@@ -10,56 +10,74 @@
 (b) Predictor: uint8 images in memory -> masks at their original size (resize, normalise, forward, restore,
     argmax): what the pyfunc and the promotion gate run;
 (c) `visionflow predict` end to end: PNG files in a folder -> mask PNGs and overlay JPEGs written.
-Images are CamVid's val frames (360x480) when ``--camvid`` exists, else random images of that size. Prints img/s
-of each and the ratios to (a) and to (a').
+Images are CamVid's val frames (360x480) when ``--camvid`` holds CamVid (default ``../shared/data/camvid``
+beside the repository; from a clone elsewhere pass ``--camvid /path/to/camvid``), else random images of that
+size; either way they are brought to 256x320 (``--size``). The model is a fresh (untrained) Unet-resnet18 with
+CamVid's 11 classes. Prints img/s of each and the ratios to (a) and to (a').
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from _camvid import INPUT_SIZE, add_camvid_option, add_json_option, camvid_missing, settings, write_json
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from visionflow.config import ModelConfig
+from visionflow.data.sources import PRESETS
+from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise
+from visionflow.engine import cpu_has_bf16
+from visionflow.handoffs import ModelMeta
+from visionflow.models import create_segmenter
+from visionflow.predict import default_streams, in_streams, predict_folder, spans
+from visionflow.serving import Predictor
 
-from visionflow.config import ModelConfig  # noqa: E402
-from visionflow.data.transforms import normalise  # noqa: E402
-from visionflow.engine import cpu_has_bf16  # noqa: E402
-from visionflow.models import create_segmenter  # noqa: E402
-from visionflow.predict import default_streams, in_streams, predict_folder, spans  # noqa: E402
-from visionflow.serving import Predictor, Preprocessing  # noqa: E402
+FRAME = (360, 480)  # (H, W) of CamVid's frames: the size of the random stand-ins
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--camvid", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
+    add_camvid_option(parser)
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
+    parser.add_argument("--size", type=int, nargs=2, default=INPUT_SIZE, metavar=("H", "W"))
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16" if cpu_has_bf16() else "fp32")
     parser.add_argument("--streams", type=int, default=default_streams(torch.device("cpu")))
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
-    parser.add_argument("--json", type=Path)
+    add_json_option(parser)
     return parser.parse_args()
 
 
-def load_images(args: argparse.Namespace) -> list[np.ndarray]:
-    files = sorted((args.camvid / "val").glob("*.png"))[: args.images]
-    if files:
-        return [np.array(Image.open(f).convert("RGB")) for f in files]
+def load_images(args: argparse.Namespace) -> tuple[list[np.ndarray], str]:
+    """Up to ``--images`` of CamVid's val frames, or as many random images of their size; and which it was."""
+    problem = camvid_missing(args.camvid)
+    if problem is None:
+        files = sorted((args.camvid / "val").glob("*.png"))[: args.images]
+        return [np.array(Image.open(f).convert("RGB")) for f in files], f"CamVid val ({args.camvid})"
+    print(f"{problem}; timing random {FRAME[0]}x{FRAME[1]} images instead", file=sys.stderr)
     rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (360, 480, 3), dtype=np.uint8) for _ in range(args.images)]
+    return [rng.integers(0, 256, (*FRAME, 3), dtype=np.uint8) for _ in range(args.images)], "random"
 
 
-def best_rate(run: object, images: int, repeats: int) -> float:
+def fresh_predictor(args: argparse.Namespace) -> Predictor:
+    """An untrained Unet-resnet18 for CamVid's classes, with the metadata train would give it at ``--size``."""
+    camvid = PRESETS["camvid"]
+    torch.manual_seed(0)
+    model = create_segmenter(ModelConfig(arch="Unet", encoder="resnet18"), len(camvid.classes))
+    meta = ModelMeta(task="segmentation", arch="Unet", encoder="resnet18", classes=camvid.classes,
+                     ignore_index=camvid.ignore_index, input_size=tuple(args.size), input_policy="resize",
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD)  # fmt: skip
+    return Predictor(model, meta, precision=args.precision)
+
+
+def best_rate(run: Callable[[], object], images: int, repeats: int) -> float:
     run()  # warm-up: lazy initialisation, oneDNN kernel selection
     times = []
     for _ in range(repeats):
@@ -71,12 +89,8 @@ def best_rate(run: object, images: int, repeats: int) -> float:
 
 def main() -> int:
     args = parse_args()
-    images = load_images(args)
-    torch.manual_seed(0)
-    model = create_segmenter(ModelConfig(arch="Unet", encoder="resnet18"), 12)
-    prep = Preprocessing("segmentation", [f"c{i}" for i in range(12)], 11, "resize", list(args.size),
-                         precision=args.precision)  # fmt: skip
-    predictor = Predictor(model, prep)
+    images, source = load_images(args)
+    predictor = fresh_predictor(args)
 
     batches = []
     for start in range(0, len(images), args.batch_size):
@@ -132,11 +146,13 @@ def main() -> int:
     print("| path | img/s | ratio to bare forward | ratio to the forward scheduled as predict |\n|---|---:|---:|---:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.2f} | {rate / base:.2f} | {rate / same:.2f} |")
-    if args.json:
-        report = {"settings": {k: str(v) for k, v in vars(args).items()}, "images_per_second": rates,
-                  "ratios": {k: v / base for k, v in rates.items()},
-                  "ratios_to_scheduled_forward": {k: v / same for k, v in rates.items()}}  # fmt: skip
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, {
+        "settings": settings(args),
+        "inputs": {"images": len(images), "height": images[0].shape[0], "width": images[0].shape[1], "source": source},
+        "images_per_second": rates,
+        "ratios": {k: v / base for k, v in rates.items()},
+        "ratios_to_scheduled_forward": {k: v / same for k, v in rates.items()},
+    })  # fmt: skip
     return 0
 
 

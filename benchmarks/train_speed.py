@@ -14,36 +14,32 @@ A benchmark, not a test: it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
+from _camvid import INPUT_SIZE, add_json_option, settings, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from visionflow.config import ModelConfig  # noqa: E402
-from visionflow.data.transforms import normalise  # noqa: E402
-from visionflow.engine import Runtime, predict_logits, train_one_epoch  # noqa: E402
-from visionflow.losses import create_loss  # noqa: E402
-from visionflow.models import create_segmenter  # noqa: E402
+from visionflow.config import ModelConfig
+from visionflow.data.transforms import normalise
+from visionflow.engine import Runtime, predict_logits, train_one_epoch
+from visionflow.losses import create_loss
+from visionflow.models import create_segmenter
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="Unet")
     parser.add_argument("--encoder", default="resnet18")
-    parser.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
+    parser.add_argument("--size", type=int, nargs=2, default=INPUT_SIZE, metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--classes", type=int, default=12)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant (after 2 warm-up steps)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="also time visionflow with torch.compile")
-    parser.add_argument("--json", type=Path)
+    add_json_option(parser)
     return parser.parse_args()
 
 
@@ -76,7 +72,7 @@ def plain(args: argparse.Namespace, data: list[Any]) -> dict[str, float]:
     model = smp.create_model(args.arch, encoder_name=args.encoder, encoder_weights=None, classes=args.classes)
     model.load_state_dict(fresh_model(args).state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    floats = [(normalise(x), y) for x, y in data]  # the plain loop gets float NCHW input for free
+    floats = [(normalise(x).contiguous(), y) for x, y in data]  # the plain loop gets float NCHW input for free
 
     def train_step(batch: Any) -> None:
         x, y = batch
@@ -128,9 +124,7 @@ def main() -> int:
     for name, r in results.items():
         print(f"| {name} | {r['train']:.2f} | {r['train'] / base['train']:.2f} | {r['inference']:.2f} | "
               f"{r['inference'] / base['inference']:.2f} |")  # fmt: skip
-    if args.json:
-        payload = {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_json(args.json, {"settings": settings(args), "results": results})
     return 0
 
 

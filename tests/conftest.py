@@ -16,6 +16,8 @@ from PIL import Image
 
 from visionflow.config import BuiltinConfig, Config, load_config
 from visionflow.data import builtin
+from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from visionflow.handoffs import ModelMeta
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
@@ -56,6 +58,19 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def make_config(overrides: dict[str, Any] | None = None) -> Config:
     """The repository's params.yaml with overrides (dotted keys), as a stage would load it."""
     return load_config(REPO / "params.yaml", overrides)
+
+
+def make_meta(
+    task: str,
+    classes: list[str] | tuple[str, ...],
+    ignore_index: int = 255,
+    size: tuple[int, int] | None = (32, 32),
+    policy: str = "resize",
+    arch: str = "Unet",
+    encoder: str = "resnet18",
+) -> ModelMeta:
+    """The metadata train would write for a model of these names, classes and input."""
+    return ModelMeta(task, arch, encoder, tuple(classes), ignore_index, size, policy, IMAGENET_MEAN, IMAGENET_STD)
 
 
 TINY = {

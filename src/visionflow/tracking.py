@@ -167,9 +167,9 @@ def open_run(config: Config, run: TrainingRun) -> Iterator[TrainingRun]:
 
 
 def log_datasets(splits: Mapping[str, Any], name: str, source: str, digest: str) -> None:
-    """The accepted manifest as the run's dataset inputs: one input per split (the split is its context), all
-    with the data hash DVC recorded as digest, so the run page lists what the model was trained and scored on
-    and a search by dataset finds every run of the same data."""
+    """The accepted manifest as the run's dataset inputs: one per split (named ``<name>/<split>``, the split as its
+    context), all with the data hash DVC recorded as digest, so the run page lists what the model was trained and
+    scored on and a search by dataset finds every run of the same data."""
     import warnings
 
     import mlflow
@@ -178,7 +178,7 @@ def log_datasets(splits: Mapping[str, Any], name: str, source: str, digest: str)
     for split, rows in splits.items():
         with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways", all of them local
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(rows, source=source, name=name, digest=short)
+            dataset = mlflow.data.from_pandas(rows, source=source, name=f"{name}/{split}", digest=short)
         mlflow.log_input(dataset, context=split, tags={"data_hash": digest})
 
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import make_meta
 from visionflow.config import ModelConfig
+from visionflow.errors import MissingInput
 from visionflow.models import ModelError, create_classifier, create_model, create_segmenter, load_model, save_model
 
 
@@ -39,13 +42,14 @@ def test_architectures_and_encoders_build(arch: str, encoder: str) -> None:
 def test_save_and_load_round_trip_with_weights_only(tmp_path: Path) -> None:
     config = ModelConfig(encoder="tu-resnet10t")
     model = create_segmenter(config, num_classes=3).eval()
-    save_model(model, tmp_path / "m.pt", config, "segmentation", ["a", "b", "c"], 255, {"val_miou": 0.5})
+    written = replace(make_meta("segmentation", ["a", "b", "c"], encoder="tu-resnet10t"), metric="val_miou", score=0.5)
+    save_model(model, tmp_path / "m.pt", written)
     torch.load(tmp_path / "m.pt", weights_only=True)  # must not need pickle
     loaded, meta = load_model(tmp_path / "m.pt")
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         assert torch.equal(model(x), loaded(x))
-    assert meta["classes"] == ["a", "b", "c"] and meta["val_miou"] == 0.5
+    assert meta == written and meta.classes == ("a", "b", "c") and meta.input_size == (32, 32)
 
 
 def test_local_encoder_weights_are_loaded(tmp_path: Path) -> None:
@@ -90,7 +94,7 @@ def test_unknown_classifier_lists_close_timm_names() -> None:
 def test_whole_model_weights_load_exactly_and_mismatches_are_named(tmp_path: Path) -> None:
     config = ModelConfig(encoder="tu-resnet10t")
     donor = create_segmenter(config, num_classes=3)
-    save_model(donor, tmp_path / "model.pt", config, "segmentation", ["a", "b", "c"], 255)
+    save_model(donor, tmp_path / "model.pt", make_meta("segmentation", ["a", "b", "c"], encoder="tu-resnet10t"))
     scoped = config.model_copy(update={"weights_path": tmp_path / "model.pt", "weights_scope": "model"})
     model = create_segmenter(scoped, num_classes=3)
     assert all(torch.equal(a, b) for a, b in zip(donor.state_dict().values(), model.state_dict().values(), strict=True))
@@ -104,3 +108,15 @@ def test_classifier_backbone_weights_skip_the_head(tmp_path: Path) -> None:
     model = create_classifier(ModelConfig(arch="resnet10t", weights_path=tmp_path / "backbone.pt"), num_classes=4)
     assert torch.equal(model.conv1[0].weight, donor.conv1[0].weight)
     assert model.get_classifier().out_features == 4
+
+
+def test_a_model_of_another_schema_names_the_stage_to_run(tmp_path: Path) -> None:
+    model = create_segmenter(ModelConfig(encoder="tu-resnet10t"), num_classes=3)
+    old = {"task": "segmentation", "arch": "Unet", "encoder": "tu-resnet10t", "classes": ["a", "b", "c"]}
+    torch.save({"state_dict": model.state_dict(), "meta": old}, tmp_path / "model.pt")  # before the schema
+    with pytest.raises(
+        MissingInput, match=r"model\.pt: model of schema 1, this visionflow reads schema 2.*dvc repro train"
+    ):
+        load_model(tmp_path / "model.pt")
+    with pytest.raises(MissingInput, match=r"missing\.pt: model not found; run `dvc repro train`"):
+        load_model(tmp_path / "missing.pt")

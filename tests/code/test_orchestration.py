@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_config
+from visionflow.handoffs import CheckOutcome, DriftRow, EvaluationMetrics, GateDecision, TrainingRun, ValidationSummary
 from visionflow.orchestration import (
     OWNER_FILE,
     Changes,
@@ -31,9 +31,12 @@ HOLDER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from visionflow.orchestration import workspace_lock
-    with workspace_lock(Path(sys.argv[1]), "wait", 5, "holder-process", print):
+    repo = Path(sys.argv[1])
+    with workspace_lock(repo, "wait", 5, "holder-process", print):
+        (repo / "holding").touch()
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))
+        (repo / "holding").unlink()  # the last thing before the lock is released
     """
 )
 
@@ -71,11 +74,11 @@ def test_a_waiting_run_gives_up_after_the_timeout_naming_the_holder(tmp_path: Pa
 def test_a_waiting_run_goes_on_once_the_holder_finishes(tmp_path: Path) -> None:
     holder = hold_in_another_process(tmp_path, 1.5)
     messages: list[str] = []
-    start = time.monotonic()
+    assert (tmp_path / "holding").exists()
     with workspace_lock(tmp_path, "wait", 60, "second", messages.append) as held:
         assert held is True
+        assert not (tmp_path / "holding").exists(), "granted only once the holder let go"
         assert json.loads((tmp_path / OWNER_FILE).read_text())["holder"] == "second"
-    assert time.monotonic() - start >= 1.0, "granted only once the holder let go"
     holder.wait()
     assert "waiting" in messages[0] and "free after" in messages[1]
     assert not (tmp_path / OWNER_FILE).exists(), "the owner record goes with the lock"
@@ -92,10 +95,12 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("exit_code", "headline", "transient"),
     [
-        (4, "error: validate: 1 file(s) failed image_decodes", False),  # bad data: never retried
-        (1, "error: train: params.yaml: 1 problem(s):", False),  # bad params: a retry cannot help
+        (4, "error: validate: data validation failed: 1 file(s) failed (x.png)", False),  # bad data: never retried
+        (5, "error: train: params.yaml: unknown key 'train.epoch'", False),  # bad params: a retry cannot help
+        (6, "error: train: data/balance/class_weights.json: class weights not found", False),  # run a stage first
+        (70, "crash: train: RuntimeError: CUDA out of memory", True),  # unexpected: its traceback, then a retry
         (75, "error: train: MLflow tracking server http://x is not reachable", True),
-        (1, "exit 1", True),  # an unexpected crash (traceback, no `error:` line)
+        (1, "exit 1", True),  # Python died before the CLI could say anything
         (None, "ERROR: Unable to acquire lock", True),  # DVC busy
         (-9, "exit -9", True),  # killed
         (255, "ERROR: failed to parse 'stages.train.cmd' in 'dvc.yaml'", False),  # DVC refused the pipeline
@@ -151,26 +156,30 @@ def test_queued_experiments_find_the_workspace_store(tmp_path: Path) -> None:
 def test_summary_reports_validation_metrics_gate_and_run_link(workdir: Path) -> None:
     config = make_config()
     paths = config.paths
-    for path, content in {
-        paths.validation / "summary.json": {
-            "success": False, "inputs": 5, "accepted": 4, "quarantined": 1,
-            "checks": [{"check": "image_decodes", "severity": "error", "failing": 1}],
-            "drift": [{"statistic": "brightness_mean", "change": 31.0, "exceeds": True}],
-        },
-        paths.metrics: {"val": {"miou": 0.61234, "pixel_accuracy": 0.9}},
-        paths.decision: {"model_name": "m", "version": "3", "alias": "champion", "promoted": True,
-                         "champion_before": "2", "reasons": ["CI lower bound +0.010 > 0"]},
-        paths.run_info: {"run_id": "abc", "experiment_id": "1", "tracking_uri": "http://mlflow.internal:5000"},
-    }.items():  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(content))
+    checks = (CheckOutcome("image_decodes", "error", False, 1), CheckOutcome("rgb", "warning", True, 0))
+    drift = (DriftRow("brightness_mean", 150.0, 119.0, 31.0, 20.0, True), DriftRow("width_mean", 64, 64, 0, 0.1, False))
+    ValidationSummary(False, "quarantine", 5, 4, 1, checks, drift=drift).write(paths)
+    EvaluationMetrics({"miou": 0.61234, "pixel_accuracy": 0.9, "mean_dice": None}).write(paths)
+    GateDecision("m", "3", "champion", True, False, "2", ("CI lower bound +0.010 > 0",)).write(paths)
+    TrainingRun("abc", "1", "http://mlflow.internal:5000").write(paths)
     summary = Summary("t", "promoted", [StageResult("train", True, 12.0), StageResult("prepare", False, 0.2)])
     markdown = run_summary(workdir, summary, config)
     assert "FAILED: 5 inputs, 4 accepted, 1 set aside" in markdown and "`image_decodes` (error): 1 failing" in markdown
-    assert "brightness_mean +31.000" in markdown and "| miou | 0.6123 |" in markdown
+    assert "`rgb`" not in markdown, "only failing checks are listed"
+    assert "drift: brightness_mean +31.000" in markdown and "width_mean" not in markdown
+    assert "| miou | 0.6123 |" in markdown and "mean_dice" not in markdown, "undefined metrics are left out"
     assert "m v3 promoted to champion (champion before: 2)" in markdown and "CI lower bound" in markdown
     assert "| train | ran | 12 |" in markdown and "| prepare | up to date | 0 |" in markdown
     assert "(http://mlflow.internal:5000/#/experiments/1/runs/abc)" in markdown
+
+
+def test_summary_of_a_run_that_stopped_early_leaves_out_what_is_missing(workdir: Path) -> None:
+    config = make_config()
+    config.paths.metrics.parent.mkdir(parents=True)
+    config.paths.metrics.write_text('{"val": {"miou": 0.5}}')  # written by an older version: no schema
+    markdown = run_summary(workdir, Summary("t", "failed at stage 'train'"), config)
+    assert "failed at stage 'train'" in markdown
+    assert "Val metrics" not in markdown and "Data validation" not in markdown and "MLflow" not in markdown
 
 
 def test_only_missing_outputs_can_be_pulled_instead_of_retrained() -> None:

@@ -15,12 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import make_meta
 from visionflow.config import ModelConfig
 from visionflow.data.dataset import decode_rgb, load_rgb
 from visionflow.models import create_classifier, create_segmenter
 from visionflow.plots import class_palette
 from visionflow.predict import predict_folder, spans
-from visionflow.serving import Predictor, Preprocessing
+from visionflow.serving import Predictor
 
 CLASSES = ["sky", "road", "car"]
 
@@ -52,7 +53,7 @@ def _folder(tmp_path: Path, count: int) -> Path:
 def _segmenter() -> Predictor:
     torch.manual_seed(0)
     model = create_segmenter(ModelConfig(arch="Unet", encoder="resnet18"), len(CLASSES))
-    return Predictor(model, Preprocessing("segmentation", CLASSES, 255, "resize", [32, 32]))
+    return Predictor(model, make_meta("segmentation", CLASSES))
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_masks_are_palette_pngs_of_the_predicted_class_ids(tmp_path: Path) -> No
 def test_classification_rows_keep_the_file_order_across_streams(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_classifier(ModelConfig(arch="resnet18"), len(CLASSES))
-    predictor = Predictor(model, Preprocessing("classification", CLASSES, -1, "resize", [32, 32]))
+    predictor = Predictor(model, make_meta("classification", CLASSES, -1, arch="resnet18", encoder=""))
     folder = _folder(tmp_path, 9)
     one = pd.read_csv(predict_folder(predictor, folder, tmp_path / "one", 1, streams=1).output / "predictions.csv")
     four = pd.read_csv(predict_folder(predictor, folder, tmp_path / "four", 1, streams=4).output / "predictions.csv")

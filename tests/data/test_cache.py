@@ -1,7 +1,9 @@
-"""The decoded-image cache: built once per set of files, memory-mapped afterwards, rebuilt when files change."""
+"""The decoded-image cache: built once per set of files, memory-mapped afterwards, rebuilt when the manifest's hash of
+an image or mask changes."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +11,12 @@ from PIL import Image
 
 from tests.conftest import TINY, make_config
 from visionflow.data.dataset import DecodedCache, load_mask, load_rgb
-from visionflow.data.manifest import read_manifest, split_rows
 from visionflow.stages import prepare
 
 
 def test_cache_holds_exact_pixels_is_reused_and_follows_changes(workdir: Path) -> None:
     config = make_config(TINY)
-    prepare.run(config)
-    rows = split_rows(read_manifest(config.paths.manifest), "train", config.paths.manifest)
+    rows = prepare.run(config).split("train")
     cache = DecodedCache.open(rows, config.paths.cache, with_masks=True)
     assert isinstance(cache.images, np.memmap) and len(cache) == len(rows)
     for i in (0, len(rows) - 1):
@@ -32,6 +32,7 @@ def test_cache_holds_exact_pixels_is_reused_and_follows_changes(workdir: Path) -
     changed = load_mask(mask_path).copy()
     changed[0, 0] = (changed[0, 0] + 1) % 6
     Image.fromarray(changed).save(mask_path)
+    rows.loc[0, "mask_sha256"] = hashlib.sha256(Path(mask_path).read_bytes()).hexdigest()  # as prepare records it
     fresh = DecodedCache.open(rows, config.paths.cache, with_masks=True)
     assert fresh.directory != cache.directory and np.array_equal(fresh.mask(0), changed)
     assert not list(config.paths.cache.glob("*.partial-*")), "no half-built caches left behind"

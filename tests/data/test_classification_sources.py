@@ -12,9 +12,8 @@ from PIL import Image
 
 from tests.conftest import make_config
 from visionflow.data.digits import CLASSES as DIGITS
-from visionflow.data.manifest import read_manifest
-from visionflow.data.sources import SourceError
-from visionflow.errors import DataValidationError
+from visionflow.errors import DataValidationError, SourceError
+from visionflow.handoffs import Manifest
 from visionflow.stages import balance, prepare, validate
 
 
@@ -44,14 +43,14 @@ def test_imagefolder_labels_each_image_by_its_folder(workdir: Path) -> None:
     root = imagefolder(workdir / "pets", {"cat": 3, "dog": 2})
     config = make_config(classification(root, "imagefolder"))
     result = prepare.run(config)
-    manifest = read_manifest(config.paths.manifest)
-    assert result.images == 10 and result.per_split == {"train": 5, "val": 5}
+    manifest = Manifest.read(config.paths).rows
+    assert len(result.rows) == 10 and result.per_split == {"train": 5, "val": 5}
     assert set(manifest["id"]) >= {"train/cat/img_0", "val/cat/img_0"}, "stems repeat across classes and splits"
     cats = manifest[manifest["image_path"].str.contains("/cat/")]
     assert (cats["label"] == 0).all() and (cats["px_0"] == 1).all() and (cats["px_1"] == 0).all()
     validate.run(config)
     weights = balance.run(config)
-    assert weights.pixel_counts == [3, 2], "classification balances by image counts"
+    assert weights.pixel_counts == (3, 2), "classification balances by image counts"
     assert weights.weights[1] > weights.weights[0], "the rarer class weighs more"
 
 
@@ -85,7 +84,7 @@ def test_csv_source_reads_paths_labels_and_splits(workdir: Path) -> None:
     params |= {"data.csv.split": "fold", "data.classes": ["benign", "malignant"], "validate.on_error": "quarantine"}
     config = make_config(classification(root, "csv", **params))
     prepare.run(config)
-    manifest = read_manifest(config.paths.manifest)
+    manifest = Manifest.read(config.paths).rows
     missing = manifest[manifest["image_path"].str.endswith("missing.png")].iloc[0]
     assert missing["image_error"] == "image file not found"
     unknown = manifest["label_error"].dropna().tolist()
@@ -105,15 +104,15 @@ def test_csv_source_names_missing_columns(workdir: Path) -> None:
 def test_digits_source_is_real_stratified_and_deterministic(workdir: Path) -> None:
     config = make_config(classification(Path("digits.py"), "digits"))
     first = prepare.run(config)
-    assert first.images == 1797 and first.per_split["val"] == pytest.approx(0.2 * 1797, abs=10)
-    manifest = read_manifest(config.paths.manifest)
+    assert len(first.rows) == 1797 and first.per_split["val"] == pytest.approx(0.2 * 1797, abs=10)
+    manifest = Manifest.read(config.paths).rows
     val = manifest[manifest["split"] == "val"]
     shares = val["label"].value_counts(normalize=True)
     assert len(shares) == len(DIGITS) and shares.between(0.08, 0.12).all(), "every digit in val at its share"
     assert (manifest["width"] == 32).all() and (manifest["mode"] == "RGB").all()
     hashes = manifest["sha256"].tolist()
     prepare.run(config)
-    assert read_manifest(config.paths.manifest)["sha256"].tolist() == hashes
+    assert Manifest.read(config.paths).rows["sha256"].tolist() == hashes
 
 
 def test_task_and_source_must_match() -> None:

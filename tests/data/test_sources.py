@@ -9,8 +9,10 @@ from PIL import Image
 
 from tests.conftest import make_config, write_pair
 from visionflow.config import Config
-from visionflow.data.manifest import build_manifest, count_columns, read_manifest, usable, write_manifest
-from visionflow.data.sources import PRESETS, SourceError, collect_samples
+from visionflow.data.manifest import build_manifest
+from visionflow.data.sources import PRESETS, collect_samples
+from visionflow.errors import SourceError
+from visionflow.handoffs import Manifest, count_columns, usable
 
 
 def camvid_config(root: Path, **extra: object) -> Config:
@@ -23,13 +25,14 @@ def camvid_config(root: Path, **extra: object) -> Config:
 def test_builtin_source_writes_files_and_manifest(tiny_config: Config) -> None:
     samples, info = collect_samples(tiny_config)
     assert len(samples) == 24 and info.classes[0] == "background" and info.ignore_index == 255
-    manifest = build_manifest(samples, info)
+    manifest = build_manifest(samples, info).rows
     assert usable(manifest).all()
     assert manifest["dhash"].str.len().eq(64).all() and manifest["bits"].eq(8).all()
     assert (manifest[["width", "height"]] == 64).all().all()
     assert (manifest["channels"] == 3).all()
     assert manifest[count_columns(len(info.classes))].sum(axis=1).eq(64 * 64).all()
-    assert manifest["sha256"].str.len().eq(64).all()
+    assert manifest["sha256"].str.len().eq(64).all() and manifest["mask_sha256"].str.len().eq(64).all()
+    assert manifest["mask_sha256"].nunique() > 1, "each mask hashed, not one value for all"
     assert set(manifest["split"]) == {"train", "val"}
 
 
@@ -48,7 +51,7 @@ def test_counts_match_the_mask(workdir: Path) -> None:
     mask[10:11] = 200  # out of range
     write_pair(workdir, ("train", "trainannot"), "a.png", np.zeros((32, 32, 3), np.uint8), mask)
     samples, info = collect_samples(camvid_config(workdir))
-    row = build_manifest(samples, info).iloc[0]
+    row = build_manifest(samples, info).rows.iloc[0]
     assert row["px_3"] == 8 * 32 and row["px_0"] == (32 - 11) * 32
     assert row["px_ignore"] == 64 and row["px_invalid"] == 32 and row["invalid_values"] == "200"
 
@@ -63,7 +66,7 @@ def test_unreadable_and_unmatched_files_become_rows(workdir: Path) -> None:
     data = (workdir / "train" / "cut.png").read_bytes()
     (workdir / "train" / "cut.png").write_bytes(data[: len(data) // 2])
     samples, info = collect_samples(camvid_config(workdir))
-    manifest = build_manifest(samples, info).set_index("id")
+    manifest = build_manifest(samples, info).rows.set_index("id")
     assert len(manifest) == 4, "every file is accounted for"
     assert usable(manifest).tolist() == [id_ == "ok" for id_ in manifest.index]
     assert "no mask" in manifest.loc["lonely", "mask_error"]
@@ -74,10 +77,10 @@ def test_unreadable_and_unmatched_files_become_rows(workdir: Path) -> None:
 def test_manifest_round_trip(tiny_config: Config, workdir: Path) -> None:
     samples, info = collect_samples(tiny_config)
     manifest = build_manifest(samples, info)
-    write_manifest(manifest, workdir / "m.csv")
-    again = read_manifest(workdir / "m.csv")
-    assert again["id"].tolist() == manifest["id"].tolist()
-    assert again["sha256"].tolist() == manifest["sha256"].tolist()
+    manifest.write(tiny_config.paths)
+    again = Manifest.read(tiny_config.paths).rows
+    assert again["id"].tolist() == manifest.rows["id"].tolist()
+    assert again["sha256"].tolist() == manifest.rows["sha256"].tolist()
     assert not Path(again["image_path"].iloc[0]).is_absolute(), "paths are relative to the project"
 
 

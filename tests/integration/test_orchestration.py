@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import copy_project, run_tool, tool_env, write_pair
 from visionflow.data import builtin
+from visionflow.errors import CRASH
 from visionflow.orchestration import OWNER_FILE, workspace_lock
 
 pytestmark = pytest.mark.slow
@@ -142,6 +143,54 @@ def test_two_overlapping_runs_take_turns_and_leave_a_consistent_workspace(worksp
         skipped = flow(workspace, tmp_path, "training.py")
     assert "a test holding the workspace" in skipped and "skipping this run" in skipped
     assert "dvc repro" not in skipped
+
+
+CRASH_ONCE = """
+import os, sys
+if os.path.basename(sys.argv[0]) == "visionflow" and sys.argv[1:2] == ["train"]:
+    mark = os.environ["VISIONFLOW_TEST_CRASH_MARK"]
+    if not os.path.exists(mark):  # the first attempt only: the retry trains
+        open(mark, "w").close()
+        import visionflow.stages.train as train
+
+        def run(config, **options):
+            raise RuntimeError("injected crash: CUDA out of memory")
+
+        train.run = run
+"""
+
+
+def test_a_crash_is_shown_and_retried_and_a_misspelt_key_is_one_line_that_is_not(
+    workspace: Path, tmp_path: Path
+) -> None:
+    hooks = tmp_path / "hooks"  # every Python process the flow starts imports this: `visionflow train` crashes once
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(CRASH_ONCE)
+    mark = tmp_path / "crashed-once"
+    env = prefect_env(tmp_path, PYTHONPATH=str(hooks), VISIONFLOW_TEST_CRASH_MARK=str(mark))
+    result = run_tool("python", "pipelines/training.py", cwd=workspace, check=False, **env)
+    log = result.stdout + result.stderr
+    assert mark.exists() and result.returncode == 0, log[-3000:]
+    assert "Traceback (most recent call last)" in log and "RuntimeError: injected crash" in log
+    assert f"crash: train: RuntimeError: injected crash: CUDA out of memory (an unexpected error, exit {CRASH})" in log
+    assert "exited with 70" in log and "- Retry 1/2 will start" in log
+    assert "| train | ran |" in log and "| register | ran |" in log, "the retry trained and the flow went on"
+    assert len(versions(workspace)) == 1
+
+    params = (workspace / "params.yaml").read_text()
+    assert "  epochs: 1\n" in params
+    (workspace / "params.yaml").write_text(params.replace("  epochs: 1\n", "  epoch: 1\n"))
+    repro = run_tool("dvc", "repro", cwd=workspace, check=False)
+    errors = [line for line in (repro.stdout + repro.stderr).splitlines() if line.startswith("error:")]
+    assert repro.returncode != 0 and errors == [
+        "error: train: params.yaml: unknown key 'train.epoch'; allowed keys here: augment, batch_size, channels_last, "
+        "device, early_stopping, epochs, focal_gamma, grad_clip, input, loss, lr, num_threads, precision, schedule, "
+        "warmup_epochs, weight_decay"
+    ], repro.stdout + repro.stderr
+    assert "exited with 5" in repro.stdout + repro.stderr and "Traceback" not in repro.stdout + repro.stderr
+    stopped = flow(workspace, tmp_path, "training.py", check=False)
+    assert "not retrying dvc repro train" in stopped and "unknown key 'train.epoch'" in stopped
+    assert "- Retry 1/" not in stopped
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import copy_project, run_tool
 from visionflow.data import builtin
+from visionflow.handoffs import ModelMeta
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,15 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     prepared_md5 = lock["stages"]["prepare"]["outs"][0]["md5"]
     assert run.data.tags["data_hash"] == f"md5:{prepared_md5}"
+    datasets = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in run.inputs.dataset_inputs
+    }
+    assert set(datasets) == {"train", "val"}, "the accepted manifest of each split is an input of the run"
+    assert {d.digest for d in datasets.values()} == {prepared_md5.removesuffix(".dir")}
+    assert datasets["train"].name == "builtin/train" and datasets["train"].source_type == "local"
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert len(cpu) >= 3, "system metrics sampled through the training"
+    assert "system/system_memory_usage_megabytes" in run.data.metrics
     head = run_tool("git", "rev-parse", "HEAD", cwd=project).stdout.strip()
     assert run.data.tags["git_commit"].startswith(head)
 
@@ -93,8 +103,11 @@ def test_registered_model_loads_and_predicts(project: Path) -> None:
     uri = "models:/visionflow-segmenter@champion"
     packed = Path(mlflow.artifacts.download_artifacts(uri))
     assert (packed / "code" / "visionflow" / "serving.py").is_file(), "the model carries its code"
-    prep = json.loads(next(packed.glob("artifacts/preprocessing.json")).read_text())
-    assert prep["classes"][0] == "background" and prep["policy"] == "resize"
+    meta = ModelMeta.load(next(packed.glob("artifacts/model.pt")))
+    assert meta.classes[0] == "background" and meta.input_policy == "resize", "the preprocessing travels with it"
+    assert not list(packed.glob("artifacts/preprocessing.json")), "no second copy of the preprocessing"
+    shown = yaml.safe_load((packed / "MLmodel").read_text())["metadata"]
+    assert shown["input_policy"] == "resize" and shown["classes"] == list(meta.classes)
     model = mlflow.pyfunc.load_model(uri)
     out = model.predict(pd.DataFrame({"image": [np.zeros((64, 48, 3), np.uint8)]}))
     mask = decode_mask(out["mask"][0])
@@ -147,3 +160,21 @@ def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path, cam
     assert result.returncode != 0
     assert "stage 'validate' failed" in log and "frame_001.png" in log
     assert "dvc repro balance" not in log, "the flow stops at the first failing stage"
+
+
+def test_a_change_to_shared_code_makes_every_stage_that_imports_it_stale(project: Path) -> None:
+    """dvc.yaml lists each module a stage imports: touching one reruns exactly the stages that import it."""
+    for module, stale in (
+        ("config.py", {"prepare", "validate", "balance", "train", "evaluate", "register"}),
+        ("gate.py", {"register"}),
+        ("engine.py", {"train", "evaluate", "register"}),
+    ):
+        path = project / "src" / "visionflow" / module
+        original = path.read_text()
+        path.write_text(original + "# a comment\n")
+        try:
+            status = json.loads(run_tool("dvc", "status", "--json", cwd=project).stdout or "{}")
+        finally:
+            path.write_text(original)
+        assert set(status) == stale, (module, status)
+    assert json.loads(run_tool("dvc", "status", "--json", cwd=project).stdout or "{}") == {}

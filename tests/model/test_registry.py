@@ -21,8 +21,9 @@ from visionflow import registry, tracking
 from visionflow.cli import app
 from visionflow.config import Config
 from visionflow.data import builtin
+from visionflow.handoffs import ModelMeta, Registration, load_weights_and_meta
 from visionflow.models import create_model, save_model
-from visionflow.serving import decode_mask
+from visionflow.serving import VisionflowPyfunc, decode_mask
 from visionflow.stages import balance, evaluate, prepare, register, train, validate
 
 SETTINGS = TINY | {"data.builtin.num_images": 60, "train.epochs": 4, "model.encoder": "tu-resnet10t"}
@@ -32,10 +33,10 @@ def untrained(config: Config) -> None:
     """Replace the trained weights with a fresh initialisation: a clearly worse model of the same kind."""
     torch.manual_seed(123)
     model = create_model(config.model, "segmentation", len(builtin.CLASSES))
-    save_model(model, config.paths.weights, config.model, "segmentation", builtin.CLASSES, builtin.IGNORE_INDEX)
+    save_model(model, config.paths.weights, ModelMeta.read(config.paths))
 
 
-def register_current(config: Config) -> register.RegisterResult:
+def register_current(config: Config) -> Registration:
     evaluate.run(config)
     return register.run(config)
 
@@ -59,7 +60,7 @@ def test_gate_promotes_the_better_keeps_the_worse_out_and_rollback_restores(
 
     untrained(config)
     first = register_current(config)
-    assert (first.version, first.alias, first.reasons) == ("1", "champion", ["no champion yet"])
+    assert (first.version, first.alias, first.reasons) == ("1", "champion", ("no champion yet",))
 
     shutil.copy(weights, config.paths.weights)
     better = register_current(config)
@@ -138,3 +139,47 @@ def test_pyfunc_takes_base64_or_arrays_and_matches_predict(trained: tuple[Config
         assert expected.shape == val.images[i].shape[:2]
     with pytest.raises(Exception, match="image 0: not valid base64"):
         model.predict(pd.DataFrame({"image": ["%%%"]}))
+
+
+def test_a_version_registered_before_the_metadata_carried_preprocessing_still_loads_and_is_gated(
+    trained: tuple[Config, Path], workdir: Path
+) -> None:
+    """Versions logged by the previous release (model.pt with schema-1 metadata and a preprocessing.json beside it)
+    keep serving, and the gate still scores them against a new candidate."""
+    import mlflow
+
+    import visionflow
+
+    config, _ = trained
+    state, meta = load_weights_and_meta(config.paths.weights)
+    old = workdir / "old"
+    old.mkdir()
+    legacy_meta = {"task": "segmentation", "arch": meta.arch, "encoder": meta.encoder, "classes": list(meta.classes),
+                   "ignore_index": meta.ignore_index, "epoch": meta.epoch, "val_miou": meta.score}  # fmt: skip
+    torch.save({"state_dict": state, "meta": legacy_meta}, old / "model.pt")
+    (old / "preprocessing.json").write_text(json.dumps({
+        "task": "segmentation", "classes": list(meta.classes), "ignore_index": meta.ignore_index, "policy": "resize",
+        "size": None, "threshold": None, "precision": "bf16", "channels_last": True,
+    }))  # fmt: skip
+    mlflow.set_tracking_uri(tracking.tracking_uri(config))
+    name = config.model_name
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model", python_model=VisionflowPyfunc(), registered_model_name=name,
+            artifacts={"weights": str(old / "model.pt"), "preprocessing": str(old / "preprocessing.json")},
+            code_paths=[str(Path(visionflow.__file__).parent)],
+        )  # fmt: skip
+    tracking.set_alias(config, name, "champion", "1")
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/1").unwrap_python_model().predictor
+    assert (loaded.meta.input_policy, loaded.meta.input_size, loaded.meta.classes) == ("resize", None, meta.classes)
+    val = registry.load_val(config)
+    current = registry.score_version(config, f"models:/{name}/1", val)
+    assert len(current.per_image) == len(val.ids) and not np.isnan(current.per_image).all()
+
+    candidate = register_current(config)  # the same weights, packed the new way
+    decision = json.loads(config.paths.decision.read_text())
+    assert (candidate.version, decision["champion_before"]) == ("2", "1")
+    assert decision["gate"] is not None and decision["gate"]["images"] == len(val.ids), "both were scored"
+    assert decision["gate"]["mean_difference"] == pytest.approx(0.0, abs=1e-9), "same weights, same masks"
+    assert not candidate.promoted and candidate.alias == "challenger"

@@ -9,6 +9,8 @@ import torch
 from mlflow import MlflowClient
 
 from tests.conftest import TINY, make_config
+from visionflow.errors import ConfigError
+from visionflow.handoffs import TrainingRun
 from visionflow.stages import balance, prepare, train, validate
 from visionflow.stages import train as train_module
 
@@ -46,23 +48,24 @@ def test_kill_after_epoch_one_then_resume_matches_an_uninterrupted_run(
     actual = final_weights(config.paths.checkpoint)
     assert actual.keys() == expected.keys()
     assert all(torch.equal(actual[k], expected[k]) for k in expected), "resumed weights differ"
-    assert resumed.best_score == reference.best_score
-    assert resumed.run_id == interrupted["run_id"], "the resumed training logs into the run it started"
+    assert resumed == reference, "the same model, epoch and score as the uninterrupted run"
+    run_id = TrainingRun.read(config.paths).run_id
+    assert run_id == interrupted["run_id"], "the resumed training logs into the run it started"
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    assert len(client.get_metric_history(resumed.run_id, "train/val_miou")) == 3
+    assert len(client.get_metric_history(run_id, "train/val_miou")) == 3
 
 
 def test_resume_requires_an_unfinished_checkpoint_of_the_same_params(workdir: Path) -> None:
     config = make_config(TINY | {"train.epochs": 1})
     for stage in (prepare, validate, balance):
         stage.run(config)
-    with pytest.raises(RuntimeError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no checkpoint"):
         train.run(config, resume="require")
     train.run(config)
-    with pytest.raises(RuntimeError, match="already complete"):
+    with pytest.raises(ConfigError, match="already complete"):
         train.run(config, resume="require")
     other = make_config(TINY | {"train.epochs": 2, "train.lr": 0.001})
-    with pytest.raises(RuntimeError, match="other params or data"):
+    with pytest.raises(ConfigError, match="other params or data"):
         train.run(other, resume="require")
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from mlflow import MlflowClient
 
 from tests.conftest import REPO, TINY, folder_params, make_config, write_pair
 from visionflow.config import BuiltinConfig
 from visionflow.data import builtin
+from visionflow.data.digits import CLASSES as DIGITS
+from visionflow.handoffs import ModelMeta
 from visionflow.models import load_model, update_meta
 from visionflow.stages import balance, evaluate, prepare, register, train, validate
 
@@ -34,18 +35,17 @@ def test_classification_on_builtin_digits_reaches_090_and_is_registered(workdir:
     for stage in DATA_STAGES:
         stage.run(config)
     trained = train.run(config)
-    result = evaluate.run(config)
-    metrics = result.metrics
+    metrics = evaluate.run(config).val
     assert metrics["accuracy"] >= 0.9, metrics
-    assert trained.best_score == pytest.approx(metrics["accuracy"], abs=1e-6), "the saved model is the best epoch"
+    assert trained.score == pytest.approx(metrics["accuracy"], abs=1e-6), "the saved model is the best epoch"
     assert metrics["balanced_accuracy"] >= 0.85 and metrics["macro_f1"] >= 0.85
     assert {f"f1_{d}" for d in "0123456789"} <= set(metrics) and "precision_7" in metrics and "recall_3" in metrics
     per_class = pd.read_csv(config.paths.per_class)
     assert per_class["support"].sum() == json.loads(config.paths.metrics.read_text())["images"]
-    per_image = pd.read_csv(config.paths.per_image)
+    per_image = pd.read_csv(config.paths.per_image, dtype={"actual": str, "predicted": str})
     assert per_image["correct"].mean() == pytest.approx(metrics["accuracy"])
-    predictions = pd.read_csv(config.paths.predictions, dtype=str)
-    assert (predictions["actual"] == predictions["predicted"]).mean() == pytest.approx(metrics["accuracy"])
+    assert (per_image["actual"] == per_image["predicted"]).mean() == pytest.approx(metrics["accuracy"])
+    assert set(per_image["actual"]) == set(DIGITS), "class names, not ids"
     for plot in (config.paths.confusion_matrix, config.paths.overlays_best, config.paths.overlays_worst):
         assert plot.stat().st_size > 5000, plot
     registered = register.run(config)
@@ -75,14 +75,14 @@ def test_binary_segmentation_chooses_stores_and_uses_its_threshold(workdir: Path
         stage.run(config)
     trained = train.run(config)
     _, meta = load_model(config.paths.weights)
-    assert trained.threshold is not None and meta["threshold"] == trained.threshold
-    assert 0.05 <= meta["threshold"] <= 0.95 and 0 <= meta["threshold_dice"] <= 1
-    chosen = evaluate.run(config).metrics
-    assert chosen["threshold"] == meta["threshold"]
+    assert trained.threshold is not None and meta.threshold == trained.threshold
+    assert 0.05 <= meta.threshold <= 0.95
+    chosen = evaluate.run(config).val
+    assert chosen["threshold"] == pytest.approx(meta.threshold, abs=1e-6)
     predicted = pd.read_csv(config.paths.per_class).set_index("class")["predicted"]
 
     update_meta(config.paths.weights, threshold=0.999)  # evaluate must follow what the model file says
-    strict = evaluate.run(config).metrics
+    strict = evaluate.run(config).val
     assert strict["threshold"] == 0.999
     assert pd.read_csv(config.paths.per_class).set_index("class")["predicted"]["shape"] < predicted["shape"]
     assert strict["dice_shape"] <= chosen["dice_shape"] + 1e-9, "tau was chosen to maximise val Dice"
@@ -97,4 +97,5 @@ def test_segmentation_is_scored_at_the_original_mask_resolution(workdir: Path) -
     per_class = pd.read_csv(config.paths.per_class)
     val_images = json.loads(config.paths.metrics.read_text())["images"]
     assert per_class["support"].sum() == val_images * 64 * 64, "every original pixel is scored, none resized away"
-    assert torch.load(config.paths.weights, weights_only=True)["meta"]["classes"] == list(builtin.CLASSES)
+    meta = ModelMeta.read(config.paths)
+    assert meta.classes == builtin.CLASSES and (meta.input_size, meta.input_policy) == ((32, 32), "resize")

@@ -7,11 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from mlflow import MlflowClient
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import folder_params, make_config
 from visionflow.config import Config, ModelConfig
 from visionflow.engine import Runtime, evaluate, predict_logits, train_one_epoch
+from visionflow.handoffs import TrainingRun
 from visionflow.losses import create_loss
 from visionflow.metrics import segmentation_metrics
 from visionflow.models import create_segmenter
@@ -48,16 +50,17 @@ def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:
     for stage in (prepare, validate, balance):
         stage.run(tiny_config)
     first = train.run(tiny_config)
+    first_run = TrainingRun.read(tiny_config.paths)
     state = torch.load(tiny_config.paths.weights, weights_only=True)["state_dict"]
     second = train.run(tiny_config)
     again = torch.load(tiny_config.paths.weights, weights_only=True)["state_dict"]
-    assert first.best_score == second.best_score
+    assert first == second and first.score is not None
     assert all(torch.equal(state[k], again[k]) for k in state)
-    assert first.run_id != second.run_id, "each training is its own MLflow run"
+    assert first_run.run_id != TrainingRun.read(tiny_config.paths).run_id, "each training is its own MLflow run"
 
     result = evaluate_stage.run(tiny_config)
     report = json.loads(tiny_config.paths.metrics.read_text())
-    assert abs(report["val"]["miou"] - result.metrics["miou"]) < 1e-6
+    assert abs(report["val"]["miou"] - result.val["miou"]) < 1e-6
     assert tiny_config.paths.confusion_matrix.stat().st_size > 1000
     per_image = pd.read_csv(tiny_config.paths.per_image)
     assert len(per_image) == report["images"] and per_image["miou"].between(0, 1).all()
@@ -95,7 +98,16 @@ def test_quarantined_files_never_reach_training(workdir: Path, camvid_like: Call
     weights = pd.read_csv(config.paths.sample_weights)
     assert len(weights) == 7 and "frame_003" not in weights["id"].tolist()
     train.run(config)
-    assert evaluate_stage.run(config).metrics["miou"] >= 0.0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    inputs = client.get_run(TrainingRun.read(config.paths).run_id).inputs.dataset_inputs
+    rows = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): json.loads(i.dataset.profile)["num_rows"]
+        for i in inputs
+    }
+    assert rows == {"train": 7, "val": 4}, "the run's datasets are the accepted rows of each split"
+    evaluated = evaluate_stage.run(config)
+    per_image = pd.read_csv(config.paths.per_image)
+    assert evaluated.images == 4 and per_image["id"].tolist() == [f"frame_{i:03d}" for i in range(8, 12)]
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,7 @@ def _log_data_stages(config: Config, info: DatasetInfo, splits: dict[str, pd.Dat
     run's dataset (one input per split), and the validation and balance reports as artifacts."""
     paths = config.paths
     source = info.source if info.source in ("builtin", "digits") else Path(info.root).name
-    tracking.log_datasets(splits, name=f"{source} (accepted)", source=info.root, digest=tracking.data_hash(config))
+    tracking.log_datasets(splits, name=source, source=info.root, digest=tracking.data_hash(config))
     for path, where in (
         (paths.validation_summary, "validation"),
         (paths.validation_report, "validation"),

@@ -1,0 +1,176 @@
+"""Smoke tests of benchmarks/: each script runs as a subprocess with its own defaults for everything but the size of
+the work (a tiny budget, one epoch, one step, four images), on a synthetic dataset in CamVid's layout, and its JSON
+must hold every variant, class and row it prints. They check that the scripts still run against the current stage
+API and report what they claim; they never assert a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, tool_env, write_pair
+from visionflow.data.sources import PRESETS
+
+pytestmark = pytest.mark.slow
+
+CAMVID = PRESETS["camvid"]
+FRAME = (360, 480)  # CamVid's frame size (H, W)
+SPLITS = {"train": 6, "val": 3, "test": 2}
+# each label's stripe width (classes 0-10, then void): every class in every image, in different shares, so that
+# the rarest by train pixels are known: classes 0-3
+STRIPE_WEIGHTS = (*range(1, len(CAMVID.classes) + 1), 2)
+RAREST = list(CAMVID.classes[:4])
+
+
+def synthetic_frame(rng: np.random.Generator, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 360x480 frame of four horizontal bands, each of the 12 labels' vertical stripes in its own order, and its
+    mask; stripes are coloured by label plus noise, so no two frames are near copies."""
+    height, width = FRAME
+    mask = np.empty(FRAME, dtype=np.uint8)
+    labels = np.array([*range(len(CAMVID.classes)), CAMVID.ignore_index], dtype=np.uint8)
+    bands = 4
+    for band in range(bands):
+        rows = slice(band * height // bands, (band + 1) * height // bands)
+        order = rng.permutation(len(labels))  # the stripes' order; each keeps its label's width
+        edges = np.round(np.cumsum((0, *np.array(STRIPE_WEIGHTS)[order])) / sum(STRIPE_WEIGHTS) * width).astype(int)
+        for (start, stop), label in zip(itertools.pairwise(edges), labels[order], strict=True):
+            mask[rows, start:stop] = label
+    noise = rng.normal(0, 25, (*FRAME, 3))
+    image = np.clip(palette[mask] + noise, 0, 255).astype(np.uint8)
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def synthetic_camvid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CamVid's layout (train/ trainannot/ val/ valannot/ test/ testannot/) and classes, 6 + 3 + 2 frames."""
+    root = tmp_path_factory.mktemp("camvid")
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, (256, 3)).astype(np.float64)
+    for split, count in SPLITS.items():
+        for index in range(count):
+            image, mask = synthetic_frame(rng, palette)
+            write_pair(root, (split, f"{split}annot"), f"{split}_{index:03d}.png", image, mask)
+    return root
+
+
+def run_benchmark(script: str, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``script`` run as a user runs it, from the repository root. One torch thread: where the cores are shared
+    (CI runners, another test), two spinning OpenMP threads made one step ten times slower; nothing here is timed."""
+    command = [sys.executable, str(REPO / "benchmarks" / script), *map(str, args)]
+    env = tool_env(OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def report_of(script: str, out: Path, *args: str | Path) -> tuple[dict[str, Any], str]:
+    """Run ``script`` with ``--json``: its figures, and what it printed."""
+    result = run_benchmark(script, *args, "--json", out)
+    return json.loads(out.read_text()), result.stdout
+
+
+def table_rows(stdout: str, header: str) -> list[str]:
+    """The first cells of the rows of the printed markdown table whose header starts with ``header``."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:  # past the header and the |---| line
+        if not line.startswith("|"):
+            break
+        rows.append(line.split("|")[1].strip())
+    return rows
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def test_camvid_reports_every_class_epoch_and_val_image(synthetic_camvid: Path, tmp_path: Path) -> None:
+    report, printed = report_of("camvid.py", tmp_path / "camvid.json", "--camvid", synthetic_camvid,
+                                "--budget-minutes", "0.001")  # fmt: skip
+    assert report["settings"]["input_size"] == [256, 320]  # the default, a valid train.input.size
+    assert list(report["per_class_iou"]) == list(CAMVID.classes) == table_rows(printed, "| class |")
+    assert all(finite(v) and 0 <= v <= 1 for v in report["per_class_iou"].values())
+    assert report["val_miou"] == pytest.approx(np.mean(list(report["per_class_iou"].values())), abs=1e-3)
+    assert report["epochs"] == 1 and report["best_epoch"] == 1
+    assert [row["epoch"] for row in report["curve"]] == list(range(1, report["epochs"] + 1))
+    assert table_rows(printed, "| epoch |") == [str(row["epoch"]) for row in report["curve"]]
+    val_ids = sorted(p.stem for p in (synthetic_camvid / "val").iterdir())
+    assert sorted(report["per_image"]) == val_ids
+    for scores in report["per_image"].values():
+        assert set(scores) == {"miou", "pixel_accuracy"} and all(finite(v) and 0 <= v <= 1 for v in scores.values())
+    assert all(
+        finite(report[k]) and report[k] > 0 for k in ("data_seconds", "train_seconds", "train_images_per_second")
+    )
+
+
+def test_balance_camvid_reports_both_variants_on_the_rarest_classes(synthetic_camvid: Path, tmp_path: Path) -> None:
+    report, printed = report_of("balance_camvid.py", tmp_path / "balance.json", "--camvid", synthetic_camvid,
+                                "--epochs", "1")  # fmt: skip
+    assert report["validation"] == {"images": sum(SPLITS.values()), "accepted": sum(SPLITS.values()),
+                                    "seconds": report["validation"]["seconds"]}  # fmt: skip
+    assert report["rarest_classes"] == RAREST
+    assert list(report["variants"]) == ["unbalanced", "balanced"]
+    assert table_rows(printed, "| class |") == [
+        *RAREST,
+        "mean of the 4 rarest",
+        "mIoU (11 classes)",
+        "training seconds",
+    ]
+    for variant in report["variants"].values():
+        assert list(variant["rare_iou"]) == RAREST and all(finite(v) for v in variant["rare_iou"].values())
+        assert variant["rare_mean_iou"] == pytest.approx(np.mean(list(variant["rare_iou"].values())), abs=1e-4)
+        assert list(variant["per_class_iou"]) == list(CAMVID.classes)
+        assert finite(variant["miou"]) and variant["best_epoch"] == 1 and variant["train_seconds"] > 0
+
+
+def test_train_speed_reports_every_precision_of_both_loops(tmp_path: Path) -> None:
+    # the size of the work: one timed step of one 64x64 image (bf16 is emulated, and slow, on CPUs without AMX)
+    report, printed = report_of("train_speed.py", tmp_path / "speed.json", "--steps", "1", "--batch-size", "1",
+                                "--size", "64", "64")  # fmt: skip
+    variants = ["plain fp32", *(f"visionflow {p}" for p in report["settings"]["precisions"])]
+    assert variants == ["plain fp32", "visionflow fp32", "visionflow bf16"]  # no compiled variant unless asked
+    assert list(report["results"]) == variants == table_rows(printed, "| variant |")
+    for rates in report["results"].values():
+        assert set(rates) == {"train", "inference"} and all(finite(v) and v > 0 for v in rates.values())
+
+
+def test_predict_speed_reports_every_path_on_random_images_without_camvid(tmp_path: Path) -> None:
+    nowhere = tmp_path / "no-camvid"
+    out = tmp_path / "predict.json"
+    result = run_benchmark("predict_speed.py", "--camvid", nowhere, "--images", "2", "--repeats", "1", "--json", out)
+    assert f"CamVid not found at {nowhere}" in result.stderr and "--camvid /path/to/camvid" in result.stderr
+    report = json.loads(out.read_text())
+    assert report["inputs"] == {"images": 2, "height": 360, "width": 480, "source": "random"}
+    paths = table_rows(result.stdout, "| path |")
+    assert paths == [
+        "bare forward",
+        "bare forward, scheduled as predict",
+        "plain fp32 forward",
+        "Predictor (in memory)",
+        "visionflow predict (files)",
+    ]
+    assert list(report["images_per_second"]) == list(report["ratios"]) == paths
+    assert list(report["ratios_to_scheduled_forward"]) == paths
+    assert all(finite(v) and v > 0 for v in report["images_per_second"].values())
+    assert report["ratios"]["bare forward"] == 1.0 and report["ratios_to_scheduled_forward"][paths[1]] == 1.0
+
+
+@pytest.mark.parametrize("script", ["camvid.py", "balance_camvid.py"])
+def test_training_benchmarks_say_where_they_looked_for_camvid(script: str, tmp_path: Path) -> None:
+    result = run_benchmark(script, "--camvid", tmp_path, check=False)
+    assert result.returncode == 2
+    assert f"CamVid not found at {tmp_path} (expected train/ trainannot/ val/ valannot/ there" in result.stderr
+    assert "from a clone elsewhere pass --camvid /path/to/camvid" in result.stderr
