@@ -44,7 +44,7 @@ def _install_key() -> str:
 def ensure_env() -> None:
     """Create .venv with this interpreter and install the project with its dev extras at the tested versions
     (again whenever pyproject.toml or constraints.txt changes)."""
-    if sys.version_info[:2] < (3, 11):
+    if sys.version_info[:2] < (3, 11):  # noqa: UP036 - dev.py runs under whatever python3 the user has
         sys.exit(f"visionflow needs Python 3.11 or newer; this is {sys.version.split()[0]} ({sys.executable})")
     if not (BIN / "python").exists():
         _say(f"creating {VENV.relative_to(ROOT)}")

@@ -25,9 +25,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
-from visionflow.config import Config, load_config
-from visionflow.flows import hold_workspace, publish, run_stages, skip_busy
+from visionflow.config import Config
+from visionflow.flows import hold_workspace, publish, read_params, run_stages, skip_busy
 from visionflow.handoffs import GateDecision, ValidationSummary
 from visionflow.orchestration import (
     Changes,
@@ -93,11 +94,13 @@ def publish_data(repo: Path, config: Config, commit: bool, push: bool, message: 
 
 @flow(name="visionflow-retrain", log_prints=True)
 def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = None,
-            push: bool | None = None) -> dict[str, Any]:  # fmt: skip
+            push: bool | None = None) -> dict[str, Any] | State:  # fmt: skip
     """Retrain when something changed since dvc.lock (``force``: regardless); ``commit`` / ``push`` default to
     ``orchestration``."""
     workspace = Path(repo).resolve()
-    config = load_config(workspace / "params.yaml")
+    config = read_params(workspace)
+    if not isinstance(config, Config):
+        return config  # params.yaml is invalid: the flow run fails with its one-line error
     settings = config.orchestration
     summary = Summary("visionflow retraining", "running")
     with hold_workspace(workspace, config) as held:

@@ -20,9 +20,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
-from visionflow.config import Config, load_config
-from visionflow.flows import hold_workspace, publish, run_stages, skip_busy
+from visionflow.config import Config
+from visionflow.flows import hold_workspace, publish, read_params, run_stages, skip_busy
 from visionflow.orchestration import (
     Summary,
     SweepPlan,
@@ -71,10 +72,12 @@ def _table(rows: list[dict[str, Any]], metric: str) -> list[str]:
 
 
 @flow(name="visionflow-sweep", log_prints=True)
-def sweep(plan_file: str, repo: str = str(REPO), apply_best: bool = False, jobs: int = 1) -> dict[str, Any]:
+def sweep(plan_file: str, repo: str = str(REPO), apply_best: bool = False, jobs: int = 1) -> dict[str, Any] | State:
     """Queue and run the grid, report every experiment's metric; optionally apply and register the best."""
     workspace = Path(repo).resolve()
-    config = load_config(workspace / "params.yaml")
+    config = read_params(workspace)
+    if not isinstance(config, Config):
+        return config  # params.yaml is invalid: the flow run fails with its one-line error
     plan = SweepPlan.read(Path(plan_file))
     summary = Summary(f"visionflow sweep '{plan.name}'", "running")
     with hold_workspace(workspace, config) as held:

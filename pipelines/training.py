@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 
 from prefect import flow
+from prefect.states import State
 
-from visionflow.config import load_config
-from visionflow.flows import hold_workspace, publish, run_stages, skip_busy
+from visionflow.config import Config
+from visionflow.flows import hold_workspace, publish, read_params, run_stages, skip_busy
 from visionflow.orchestration import Summary
 from visionflow.stages import STAGE_NAMES
 
@@ -34,10 +35,12 @@ ARTIFACT = "training-summary"
 
 
 @flow(name="visionflow-training", log_prints=True)
-def training_pipeline(repo: str = str(REPO), stages: list[str] | None = None) -> dict[str, object]:
+def training_pipeline(repo: str = str(REPO), stages: list[str] | None = None) -> dict[str, object] | State:
     """Run the DVC stages in pipeline order; the first failure stops the flow (after its summary is published)."""
     workspace = Path(repo).resolve()
-    config = load_config(workspace / "params.yaml")
+    config = read_params(workspace)
+    if not isinstance(config, Config):
+        return config  # params.yaml is invalid: the flow run fails with its one-line error
     summary = Summary("visionflow training", "running")
     with hold_workspace(workspace, config) as held:
         if not held:

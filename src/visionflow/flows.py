@@ -19,11 +19,13 @@ from prefect import get_run_logger, task
 from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
 
 from visionflow.config import Config, load_config
+from visionflow.errors import ConfigError
 from visionflow.orchestration import StageFailed, StageResult, Summary, run_stage, run_summary, workspace_lock
 
-__all__ = ["flow_run_label", "hold_workspace", "publish", "repro_stage", "run_stages", "skip_busy"]
+__all__ = ["flow_run_label", "hold_workspace", "publish", "read_params", "repro_stage", "run_stages", "skip_busy"]
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
@@ -50,6 +52,17 @@ def repro_stage(stage: str, repo: Path, force: bool = False) -> StageResult:
             if report.is_file():
                 create_markdown_artifact(markdown=report.read_text(encoding="utf-8"), key="data-validation",
                                          description="visionflow data validation")  # fmt: skip
+
+
+def read_params(repo: Path) -> Config | State:
+    """The workspace's params, or, where params.yaml is invalid, a failed state to end the flow run with at once:
+    the one-line error, no stage started, nothing retried (no retry can fix a params file)."""
+    try:
+        return load_config(repo / "params.yaml")
+    except ConfigError as exc:
+        message = f"error: params: {exc}"
+        get_run_logger().error("%s; no stage was started (a retry cannot fix params.yaml)", message)
+        return Failed(message=message)
 
 
 def flow_run_label() -> str:

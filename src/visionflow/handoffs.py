@@ -114,13 +114,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _JsonFile:
-    """A hand-off stored as one JSON object with a ``schema`` field."""
+class _HandOff:
+    """A file one stage writes and others read. Subclasses name, as class arguments, its schema version, the stage
+    that writes it, what it is (for error messages) and the :class:`PathsConfig` property that is its path."""
 
     schema: ClassVar[int]
-    made_by: ClassVar[str]  # the stage that writes it
-    what: ClassVar[str]  # what it is, in words, for error messages
-    where: ClassVar[str]  # the PathsConfig property that names its path
+    made_by: ClassVar[str]
+    what: ClassVar[str]
+    where: ClassVar[str]
+
+    def __init_subclass__(cls, schema: int | None = None, made_by: str = "", what: str = "", where: str = "",
+                          **kwargs: Any) -> None:  # fmt: skip
+        super().__init_subclass__(**kwargs)
+        for name, value in (("schema", schema), ("made_by", made_by), ("what", what), ("where", where)):
+            if value:
+                setattr(cls, name, value)
 
     @classmethod
     def path(cls, paths: PathsConfig) -> Path:
@@ -129,6 +137,14 @@ class _JsonFile:
     @classmethod
     def read(cls, paths: PathsConfig) -> Self:
         return cls.load(cls.path(paths))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        raise NotImplementedError
+
+
+class _JsonFile(_HandOff):
+    """A hand-off stored as one JSON object with a ``schema`` field."""
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -172,13 +188,8 @@ class _JsonFile:
 
 
 @dataclass(frozen=True)
-class DatasetInfo(_JsonFile):
+class DatasetInfo(_JsonFile, schema=1, made_by="prepare", what="dataset info", where="dataset_info"):
     """Where the data came from and what its classes are."""
-
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "prepare"
-    what: ClassVar[str] = "dataset info"
-    where: ClassVar[str] = "dataset_info"
 
     source: str  # builtin | folder | digits | imagefolder | csv
     root: str  # the folder the files are under
@@ -211,7 +222,7 @@ def usable(frame: pd.DataFrame) -> pd.Series:
 
 
 @dataclass(frozen=True, eq=False)
-class Manifest:
+class Manifest(_HandOff, schema=2, made_by="prepare", what="manifest", where="manifest"):  # 2: mask_sha256
     """One row per image: paths, split, size, content hashes of image and mask, pixels per class, read errors.
 
     Its schema is its columns: a file without :func:`manifest_columns`' fixed ones is of another schema. Images
@@ -219,20 +230,7 @@ class Manifest:
     reruns whenever one of them changes.
     """
 
-    schema: ClassVar[int] = 2  # 2: mask_sha256
-    made_by: ClassVar[str] = "prepare"
-    what: ClassVar[str] = "manifest"
-    where: ClassVar[str] = "manifest"
-
     rows: pd.DataFrame
-
-    @classmethod
-    def path(cls, paths: PathsConfig) -> Path:
-        return getattr(paths, cls.where)
-
-    @classmethod
-    def read(cls, paths: PathsConfig) -> Self:
-        return cls.load(cls.path(paths))
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -268,12 +266,8 @@ class Manifest:
 
 
 @dataclass(frozen=True, eq=False)
-class AcceptedManifest(Manifest):
+class AcceptedManifest(Manifest, made_by="validate", what="accepted manifest", where="accepted"):
     """The manifest rows that passed validation: what every later stage reads."""
-
-    made_by: ClassVar[str] = "validate"
-    what: ClassVar[str] = "accepted manifest"
-    where: ClassVar[str] = "accepted"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,13 +303,8 @@ class DriftRow:
 
 
 @dataclass(frozen=True)
-class ValidationSummary(_JsonFile):
+class ValidationSummary(_JsonFile, schema=1, made_by="validate", what="validation summary", where="validation_summary"):
     """What validate found: every input accepted or set aside, each check's outcome, every failure, drift."""
-
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "validate"
-    what: ClassVar[str] = "validation summary"
-    where: ClassVar[str] = "validation_summary"
 
     success: bool
     mode: str  # validate.on_error: fail | quarantine
@@ -351,13 +340,8 @@ class ValidationSummary(_JsonFile):
 
 
 @dataclass(frozen=True)
-class ClassWeights(_JsonFile):
+class ClassWeights(_JsonFile, schema=1, made_by="balance", what="class weights", where="class_weights"):
     """The loss's class weights and what they were computed from (train split)."""
-
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "balance"
-    what: ClassVar[str] = "class weights"
-    where: ClassVar[str] = "class_weights"
 
     method: str  # balance.method
     sampler: str  # balance.sampler: none | repeat_factor
@@ -374,20 +358,15 @@ class ClassWeights(_JsonFile):
 
 
 @dataclass(frozen=True, eq=False)
-class SampleWeights:
+class SampleWeights(_HandOff, schema=1, made_by="balance", what="sample weights", where="sample_weights"):
     """Per train image, how often the sampler draws it relative to the others (repeat factors)."""
 
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "balance"
-    what: ClassVar[str] = "sample weights"
-    where: ClassVar[str] = "sample_weights"
     COLUMNS: ClassVar[tuple[str, ...]] = ("id", "image_path", "repeat_factor")
 
     table: pd.DataFrame
 
     @classmethod
-    def read(cls, paths: PathsConfig) -> Self:
-        path = getattr(paths, cls.where)
+    def load(cls, path: Path) -> Self:
         if not path.is_file():
             raise _missing(path, cls.what, cls.made_by)
         table = pd.read_csv(path, dtype={"id": str})
@@ -396,7 +375,7 @@ class SampleWeights:
         return cls(table)
 
     def write(self, paths: PathsConfig) -> Path:
-        path = getattr(paths, self.where)
+        path = self.path(paths)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.table[list(self.COLUMNS)].to_csv(path, index=False)
         return path
@@ -418,16 +397,11 @@ class SampleWeights:
 
 
 @dataclass(frozen=True)
-class ModelMeta:
+class ModelMeta(_HandOff, schema=2, made_by="train", what="model", where="weights"):
     """Everything about a trained model but its weights, stored beside them in ``model.pt``: how to rebuild it, its
     classes, and the preprocessing it expects, so that evaluation, registration, ``predict`` and the served model all
     take an image to the model the one way training decided.
     """
-
-    schema: ClassVar[int] = 2  # 1: metadata without preprocessing (it lived in a preprocessing.json beside it)
-    made_by: ClassVar[str] = "train"
-    what: ClassVar[str] = "model"
-    where: ClassVar[str] = "weights"
 
     task: str  # segmentation | classification
     arch: str
@@ -443,14 +417,6 @@ class ModelMeta:
     epochs: int = 0  # epochs trained in all
     metric: str = ""  # the val metric that chose the epoch, e.g. val_miou
     score: float | None = None  # its value
-
-    @classmethod
-    def path(cls, paths: PathsConfig) -> Path:
-        return getattr(paths, cls.where)
-
-    @classmethod
-    def read(cls, paths: PathsConfig) -> Self:
-        return cls.load(cls.path(paths))
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -501,13 +467,8 @@ def load_weights_and_meta(path: Path) -> tuple[dict[str, Any], ModelMeta]:
 
 
 @dataclass(frozen=True)
-class TrainingRun(_JsonFile):
+class TrainingRun(_JsonFile, schema=1, made_by="train", what="MLflow run record", where="run_info"):
     """The MLflow run train opened for this model; evaluate and register log into it too."""
-
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "train"
-    what: ClassVar[str] = "MLflow run record"
-    where: ClassVar[str] = "run_info"
 
     run_id: str
     experiment_id: str
@@ -519,13 +480,8 @@ class TrainingRun(_JsonFile):
 
 
 @dataclass(frozen=True)
-class EvaluationMetrics(_JsonFile):
+class EvaluationMetrics(_JsonFile, schema=1, made_by="evaluate", what="evaluation metrics", where="metrics"):
     """The model's scores on val (``dvc metrics show`` reads this file): undefined scores are null."""
-
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "evaluate"
-    what: ClassVar[str] = "evaluation metrics"
-    where: ClassVar[str] = "metrics"
 
     val: dict[str, float | None]
     absent_classes: tuple[str, ...] = ()  # classes with no val pixel (images): left out of the means
@@ -537,13 +493,8 @@ class EvaluationMetrics(_JsonFile):
 
 
 @dataclass(frozen=True)
-class Registration(_JsonFile):
+class Registration(_JsonFile, schema=1, made_by="register", what="registration", where="registration"):
     """The version register logged, and the alias the gate gave it."""
-
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "register"
-    what: ClassVar[str] = "registration"
-    where: ClassVar[str] = "registration"
 
     name: str
     version: str
@@ -573,13 +524,8 @@ class GateResult:
 
 
 @dataclass(frozen=True)
-class GateDecision(_JsonFile):
+class GateDecision(_JsonFile, schema=1, made_by="register", what="gate decision", where="decision"):
     """What the promotion gate decided for a version, and why (register stage, ``visionflow promote``)."""
-
-    schema: ClassVar[int] = 1
-    made_by: ClassVar[str] = "register"
-    what: ClassVar[str] = "gate decision"
-    where: ClassVar[str] = "decision"
 
     model_name: str
     version: str

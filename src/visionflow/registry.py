@@ -79,6 +79,7 @@ def _gate(config: Config, name: str, candidate: str, champion: str, val: ValSpli
 def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSplit | None = None) -> GateDecision:
     """Compare ``version`` with the current champion on the current eval split and move the aliases."""
     name = config.model_name
+    tracking.model_version(config, name, version)  # a version that does not exist is named, not a crash
     champion = tracking.version_by_alias(config, name, "champion")
     champion_version = None if champion is None else str(champion.version)
     gate: GateResult | None = None

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from visionflow.config import Config
-from visionflow.errors import TrackingUnavailable
+from visionflow.errors import RegistryError, TrackingUnavailable
 from visionflow.handoffs import TrainingRun
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "log_datasets",
     "log_metrics",
     "log_pyfunc_version",
+    "model_version",
     "open_run",
     "set_alias",
     "set_version_tags",
@@ -308,7 +309,33 @@ def list_versions(config: Config, name: str) -> tuple[list[Any], dict[str, list[
     return sorted(versions, key=lambda v: int(v.version), reverse=True), held
 
 
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
 def load_predictor(config: Config, uri: str) -> Any:
-    """The :class:`visionflow.serving.Predictor` inside a logged pyfunc (``models:/name@alias``, a path, ...)."""
+    """The :class:`visionflow.serving.Predictor` inside a logged pyfunc (``models:/name@alias``, a path, ...); a
+    model, version, alias or path that does not exist is a :class:`RegistryError` naming it."""
+    from mlflow.exceptions import MlflowException
+
     mlflow = _mlflow(config)
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+        raise RegistryError(f"{uri}: {exc.message} (`visionflow models` lists the versions)") from None
+    except OSError as exc:
+        raise RegistryError(f"{uri}: no logged model there ({exc})") from None
+    return model.unwrap_python_model().predictor
+
+
+def model_version(config: Config, name: str, version: str) -> Any:
+    """The registered version, or a :class:`RegistryError` that says which versions exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(config).get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+        raise RegistryError(f"{name} has no version {version} (`visionflow models` lists the versions)") from None

@@ -297,6 +297,7 @@ def _under(path: Path, roots: list[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+@functools.cache  # the mutation test checks the same recorded paths a hundred times
 def _relative(path: Path, run: Run) -> Path | None:
     """A recorded path relative to the working folder, or absolute under data.root; None: elsewhere, or gone once
     the pipeline ran (a temporary file, a path relative to a directory descriptor): ignored."""

@@ -118,33 +118,6 @@ def test_retraining_skips_unchanged_data_retrains_on_a_new_image_and_stops_at_a_
     assert "dvc repro train" not in stopped and len(versions(workspace)) == 3
 
 
-def test_two_overlapping_runs_take_turns_and_leave_a_consistent_workspace(workspace: Path, tmp_path: Path) -> None:
-    command = ["python", "pipelines/training.py"]
-    env = tool_env(**prefect_env(tmp_path))
-    with (tmp_path / "first.log").open("w") as log:
-        first = subprocess.Popen(command, cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while not (workspace / OWNER_FILE).exists():
-            assert first.poll() is None and time.monotonic() < deadline, "the first run never took the workspace"
-            time.sleep(0.2)
-        second = flow(workspace, tmp_path, "training.py")  # starts while the first is training
-        assert first.wait(timeout=600) == 0
-    first_log = (tmp_path / "first.log").read_text()
-    assert "| train | ran |" in first_log
-    assert "is busy" in second and "waiting up to" in second and "is free after" in second
-    assert "completed: everything was up to date" in second, "the second run found the first one's results"
-    assert dvc_status(workspace) == {}, "dvc.lock matches every output"
-    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "validate", "balance", "train", "evaluate", "register"}
-    assert len(versions(workspace)) == 1, "the pipeline ran once"
-
-    set_params(workspace, orchestration={"overlap": "skip"})
-    with workspace_lock(workspace, "wait", 5, "a test holding the workspace"):
-        skipped = flow(workspace, tmp_path, "training.py")
-    assert "a test holding the workspace" in skipped and "skipping this run" in skipped
-    assert "dvc repro" not in skipped
-
-
 CRASH_ONCE = """
 import os, sys
 if os.path.basename(sys.argv[0]) == "visionflow" and sys.argv[1:2] == ["train"]:
@@ -160,37 +133,65 @@ if os.path.basename(sys.argv[0]) == "visionflow" and sys.argv[1:2] == ["train"]:
 """
 
 
-def test_a_crash_is_shown_and_retried_and_a_misspelt_key_is_one_line_that_is_not(
+def test_two_overlapping_runs_take_turns_a_crash_is_retried_and_the_workspace_stays_consistent(
     workspace: Path, tmp_path: Path
 ) -> None:
-    hooks = tmp_path / "hooks"  # every Python process the flow starts imports this: `visionflow train` crashes once
+    """The first run's `visionflow train` crashes once (a sitecustomize every Python process of that run imports):
+    the crash shows its traceback and is retried, while the second run waits for the workspace."""
+    hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(CRASH_ONCE)
     mark = tmp_path / "crashed-once"
-    env = prefect_env(tmp_path, PYTHONPATH=str(hooks), VISIONFLOW_TEST_CRASH_MARK=str(mark))
-    result = run_tool("python", "pipelines/training.py", cwd=workspace, check=False, **env)
-    log = result.stdout + result.stderr
-    assert mark.exists() and result.returncode == 0, log[-3000:]
-    assert "Traceback (most recent call last)" in log and "RuntimeError: injected crash" in log
-    assert f"crash: train: RuntimeError: injected crash: CUDA out of memory (an unexpected error, exit {CRASH})" in log
-    assert "exited with 70" in log and "- Retry 1/2 will start" in log
-    assert "| train | ran |" in log and "| register | ran |" in log, "the retry trained and the flow went on"
-    assert len(versions(workspace)) == 1
+    command = ["python", "pipelines/training.py"]
+    env = tool_env(**prefect_env(tmp_path, PYTHONPATH=str(hooks), VISIONFLOW_TEST_CRASH_MARK=str(mark)))
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(command, cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while not (workspace / OWNER_FILE).exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run never took the workspace"
+            time.sleep(0.2)
+        second = flow(workspace, tmp_path, "training.py")  # starts while the first is training
+        assert first.wait(timeout=600) == 0
+    first_log = (tmp_path / "first.log").read_text()
+    assert mark.exists() and "Traceback (most recent call last)" in first_log
+    assert (
+        f"crash: train: RuntimeError: injected crash: CUDA out of memory (an unexpected error, exit {CRASH})"
+        in first_log
+    )
+    assert "exited with 70" in first_log and "- Retry 1/2 will start" in first_log, "a crash is worth a retry"
+    assert "| train | ran |" in first_log and "| register | ran |" in first_log, "the retry trained, the flow went on"
+    assert "is busy" in second and "waiting up to" in second and "is free after" in second
+    assert "completed: everything was up to date" in second, "the second run found the first one's results"
+    assert dvc_status(workspace) == {}, "dvc.lock matches every output"
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "validate", "balance", "train", "evaluate", "register"}
+    assert len(versions(workspace)) == 1, "the pipeline ran once"
 
+    set_params(workspace, orchestration={"overlap": "skip"})
+    with workspace_lock(workspace, "wait", 5, "a test holding the workspace"):
+        skipped = flow(workspace, tmp_path, "training.py")
+    assert "a test holding the workspace" in skipped and "skipping this run" in skipped
+    assert "dvc repro" not in skipped
+
+
+def test_a_misspelt_key_is_one_line_with_its_own_exit_code_and_never_retried(workspace: Path, tmp_path: Path) -> None:
     params = (workspace / "params.yaml").read_text()
     assert "  epochs: 1\n" in params
     (workspace / "params.yaml").write_text(params.replace("  epochs: 1\n", "  epoch: 1\n"))
     repro = run_tool("dvc", "repro", cwd=workspace, check=False)
-    errors = [line for line in (repro.stdout + repro.stderr).splitlines() if line.startswith("error:")]
+    output = repro.stdout + repro.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert repro.returncode != 0 and errors == [
-        "error: train: params.yaml: unknown key 'train.epoch'; allowed keys here: augment, batch_size, channels_last, "
-        "device, early_stopping, epochs, focal_gamma, grad_clip, input, loss, lr, num_threads, precision, schedule, "
-        "warmup_epochs, weight_decay"
-    ], repro.stdout + repro.stderr
-    assert "exited with 5" in repro.stdout + repro.stderr and "Traceback" not in repro.stdout + repro.stderr
-    stopped = flow(workspace, tmp_path, "training.py", check=False)
-    assert "not retrying dvc repro train" in stopped and "unknown key 'train.epoch'" in stopped
-    assert "- Retry 1/" not in stopped
+        "error: prepare: params.yaml: unknown key 'train.epoch'; allowed keys here: augment, batch_size, "
+        "channels_last, device, early_stopping, epochs, focal_gamma, grad_clip, input, loss, lr, num_threads, "
+        "precision, schedule, warmup_epochs, weight_decay"
+    ], output
+    assert "exited with 5" in output and "Traceback" not in output
+    stopped = run_tool("python", "pipelines/training.py", cwd=workspace, check=False, **prefect_env(tmp_path))
+    log = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 1 and f"error: params: {workspace / 'params.yaml'}: unknown key 'train.epoch'" in log
+    assert "no stage was started" in log and "dvc repro" not in log and "- Retry 1/" not in log
+    assert "Traceback" not in log, "a params mistake is one line in the flow too"
 
 
 def free_port() -> int:

@@ -22,10 +22,17 @@ def ran_stages(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
 
 
+EPOCHS = 3  # the default params but a shorter training: the wiring is under test here, not the model's quality
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default pipeline, run once by `dvc repro` on the built-in data (shared by the tests below)."""
+    """The default pipeline on the built-in data, with fewer epochs, run once by `dvc repro` (shared by the tests
+    below)."""
     repo = copy_project(tmp_path_factory.mktemp("project"))
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("  epochs: 25", f"  epochs: {EPOCHS}"))
+    run_tool("git", "commit", "-qam", "fewer epochs", cwd=repo)
     result = run_tool("dvc", "repro", cwd=repo)
     assert ran_stages(result.stdout) == ["prepare", "validate", "balance", "train", "evaluate", "register"]
     return repo
@@ -47,16 +54,16 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     ):
         assert (project / path).is_file(), path
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
-    assert metrics["val"]["miou"] >= 0.6, metrics
+    assert metrics["val"]["miou"] >= 0.3, f"it learned: an untrained model scores about 0.14 here; {metrics}"
 
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("visionflow")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1, "one MLflow run per pipeline execution"
     run = runs[0]
-    assert run.data.params["train.epochs"] == "25" and run.data.params["balance.method"] == "median_frequency"
+    assert run.data.params["train.epochs"] == str(EPOCHS) and run.data.params["balance.method"] == "median_frequency"
     assert run.data.metrics["val_miou"] == pytest.approx(metrics["val"]["miou"], abs=1e-6)
-    assert len(client.get_metric_history(run.info.run_id, "train/val_miou")) == 25, "a curve point per epoch"
+    assert len(client.get_metric_history(run.info.run_id, "train/val_miou")) == EPOCHS, "a curve point per epoch"
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     prepared_md5 = lock["stages"]["prepare"]["outs"][0]["md5"]
     assert run.data.tags["data_hash"] == f"md5:{prepared_md5}"
@@ -119,7 +126,7 @@ def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path
     assert ran_stages(again.stdout) == [] and "up to date" in again.stdout
 
     params = (project / "params.yaml").read_text()
-    (project / "params.yaml").write_text(params.replace("  epochs: 25", "  epochs: 2"))
+    (project / "params.yaml").write_text(params.replace(f"  epochs: {EPOCHS}", "  epochs: 2"))
     changed = run_tool("dvc", "repro", cwd=project)
     assert ran_stages(changed.stdout) == ["train", "evaluate", "register"]
     registration = json.loads((project / "data/registry/registration.json").read_text())

@@ -93,6 +93,13 @@ def test_gate_promotes_the_better_keeps_the_worse_out_and_rollback_restores(
     assert json.loads(config.paths.decision.read_text())["forced"] is True
     refused = runner.invoke(app, ["promote", "1", "--params", str(_params(config, workdir))])
     assert refused.exit_code == 3 and "not above" in refused.output, "identical weights: no confident gain"
+    missing = runner.invoke(app, ["promote", "99", "--params", str(_params(config, workdir))])
+    assert missing.exit_code == 8 and f"{name} has no version 99" in missing.output, missing.output
+    assert "Traceback" not in missing.output
+    params = str(_params(config, workdir))
+    nowhere = runner.invoke(app, ["predict", "--model", f"models:/{name}@nobody", "--input", str(workdir),
+                                  "--output", str(workdir / "out"), "--params", params])  # fmt: skip
+    assert nowhere.exit_code == 8 and f"models:/{name}@nobody" in nowhere.output, nowhere.output
 
 
 def _params(config: Config, workdir: Path) -> Path:
