@@ -327,9 +327,14 @@ class ValidationSummary(_JsonFile, schema=1, made_by="validate", what="validatio
         """The drift statistics beyond their thresholds."""
         return [d for d in self.drift if d.exceeds]
 
+    def accounting(self) -> str:
+        """The accounting every report states: every input accepted, or set aside to go on (``quarantine``) or
+        rejected as the reason to stop (``fail``)."""
+        set_aside = "quarantined" if self.mode == "quarantine" else "rejected"
+        return f"{self.inputs} inputs = {self.accepted} accepted + {self.quarantined} {set_aside}"
+
     def headline(self) -> str:
-        status = "passed" if self.success else "failed"
-        return f"{status}: {self.inputs} inputs = {self.accepted} accepted + {self.quarantined} set aside"
+        return f"{'passed' if self.success else 'failed'}: {self.accounting()}"
 
     def to_dict(self) -> dict[str, Any]:
         return super().to_dict() | {"accounted": self.accounted}

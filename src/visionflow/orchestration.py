@@ -460,9 +460,7 @@ def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> s
         lines += [f"| {s.stage} | {_stage_word(s)} | {s.seconds:.0f} |" for s in summary.stages]
     validation = ValidationSummary.load_or_none(repo / ValidationSummary.path(paths))
     if validation:
-        lines += ["", "## Data validation", "",
-                  f"{'passed' if validation.success else 'FAILED'}: {validation.inputs} inputs, "
-                  f"{validation.accepted} accepted, {validation.quarantined} set aside."]  # fmt: skip
+        lines += ["", "## Data validation", "", validation.headline()]
         lines += [f"- `{c.check}` ({c.severity}): {c.failing} failing" for c in validation.checks if c.failing]
         drifted = ", ".join(f"{d.statistic} {d.change:+.3f}" for d in validation.drifting)
         lines.append(f"- drift: {drifted or 'within thresholds'}")

@@ -164,7 +164,8 @@ def test_summary_reports_validation_metrics_gate_and_run_link(workdir: Path) -> 
     TrainingRun("abc", "1", "http://mlflow.internal:5000").write(paths)
     summary = Summary("t", "promoted", [StageResult("train", True, 12.0), StageResult("prepare", False, 0.2)])
     markdown = run_summary(workdir, summary, config)
-    assert "FAILED: 5 inputs, 4 accepted, 1 set aside" in markdown and "`image_decodes` (error): 1 failing" in markdown
+    assert "failed: 5 inputs = 4 accepted + 1 quarantined" in markdown
+    assert "`image_decodes` (error): 1 failing" in markdown
     assert "`rgb`" not in markdown, "only failing checks are listed"
     assert "drift: brightness_mean +31.000" in markdown and "width_mean" not in markdown
     assert "| miou | 0.6123 |" in markdown and "mean_dice" not in markdown, "undefined metrics are left out"

@@ -14,7 +14,7 @@ from pathlib import Path
 from visionflow.handoffs import CheckOutcome, Failure, ValidationSummary
 from visionflow.validation.checks import Check
 
-__all__ = ["NAMED_IN_ERROR", "Table", "accounting", "console", "failure_message", "markdown", "tables"]
+__all__ = ["NAMED_IN_ERROR", "Table", "console", "failure_message", "markdown", "tables"]
 
 NAMED_IN_ERROR = 5  # offending files (classes, statistics) the one-line error names before "and N more"
 
@@ -30,16 +30,6 @@ class Table:
     more: str = ""  # a line under the rows: what was left out and where it is
     right: tuple[int, ...] = ()  # columns aligned right (counts)
     code: tuple[int, ...] = ()  # columns shown as code in markdown (file names)
-
-
-def _set_aside(mode: str) -> str:
-    """What failing inputs are called: set aside to go on (quarantine), or the reason to stop (fail)."""
-    return "quarantined" if mode == "quarantine" else "rejected"
-
-
-def accounting(summary: ValidationSummary) -> str:
-    """The accounting every report states: every input accepted or set aside."""
-    return f"{summary.inputs} inputs = {summary.accepted} accepted + {summary.quarantined} {_set_aside(summary.mode)}"
 
 
 def _result(outcome: CheckOutcome) -> str:
@@ -102,7 +92,7 @@ def _console_table(table: Table) -> list[str]:
 
 def console(summary: ValidationSummary, max_listed: int) -> str:
     """The console report: the accounting line, then :func:`tables` as aligned columns."""
-    first = f"validate: {accounting(summary)} (on_error: {summary.mode})"
+    first = f"validate: {summary.accounting()} (on_error: {summary.mode})"
     return "\n".join([first, *_render(tables(summary, max_listed), _console_table)]) + "\n"
 
 
@@ -123,7 +113,7 @@ def _markdown_table(table: Table) -> list[str]:
 def markdown(summary: ValidationSummary, max_listed: int) -> str:
     """The markdown report (report.md, shown by the Prefect flow and logged to MLflow): :func:`tables` as tables."""
     status = "passed" if summary.success else "FAILED"
-    top = [f"# Data validation {status}", "", f"**{accounting(summary)}** (on_error `{summary.mode}`)"]
+    top = [f"# Data validation {status}", "", f"**{summary.accounting()}** (on_error `{summary.mode}`)"]
     return "\n".join([*top, *_render(tables(summary, max_listed), _markdown_table)]) + "\n"
 
 
