@@ -54,7 +54,7 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     ):
         assert (project / path).is_file(), path
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
-    assert metrics["val"]["miou"] >= 0.3, f"three epochs should lift val mIoU well above an untrained model's; {metrics}"
+    assert metrics["val"]["miou"] >= 0.3, f"three epochs lift val mIoU well above an untrained model's; {metrics}"
 
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("visionflow")
