@@ -6,6 +6,8 @@ keys that are allowed there, instead of being silently ignored.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +29,9 @@ __all__ = [
     "DriftConfig",
     "EvaluateConfig",
     "InputConfig",
+    "MasksConfig",
     "ModelConfig",
+    "NamesConfig",
     "PathsConfig",
     "ProjectConfig",
     "RegisterConfig",
@@ -36,6 +40,7 @@ __all__ = [
     "TrainConfig",
     "ValidateConfig",
     "load_config",
+    "parse_colour",
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -165,14 +170,81 @@ class PathsConfig(_Section):
 
 class SplitDirs(_Section):
     images: str  # folder of images, relative to data.root
-    masks: str  # folder of masks with the same file stems
+    masks: str  # folder of masks, matched to the images by data.names
+    regions: str | None = None  # folder of region masks (zero: not scored, not trained on); null: none
+
+
+def _template(value: str) -> str:
+    if value.count("{id}") != 1 or "/" in value:
+        raise ValueError(f"name template '{value}': expected one '{{id}}' in a file name, e.g. '{{id}}_label.png'")
+    return value
+
+
+class NamesConfig(_Section):
+    """How image, mask and region files of one sample are named: ``{id}`` is the shared part. A template with a
+    suffix (``{id}_label.png``) matches whole file names; one without (``{id}``, ``{id}_label``) matches the name
+    before any image suffix (.png, .jpg, .tif, .gif, ...)."""
+
+    image: str = "{id}"
+    mask: str = "{id}"
+    region: str = "{id}"
+
+    @model_validator(mode="after")
+    def _one_id_each(self) -> NamesConfig:
+        for value in (self.image, self.mask, self.region):
+            _template(value)
+        return self
+
+
+class MasksConfig(_Section):
+    """How stored mask pixels become class ids. Neither table: the stored values are the ids (palette indices for
+    palette PNGs). ``values``: a grey (or palette-index) value -> class table, e.g. ``{0: background, 255: road}``
+    for 0/255 masks. ``colors``: an RGB colour -> class table for colour-coded masks, colours as ``"#rrggbb"`` or
+    ``"r,g,b"``. A class is named or given by id; ``ignore`` (or the ignore index) marks pixels left out. A stored
+    value or colour missing from the table is named by validate, with the file."""
+
+    values: dict[int, str | int] | None = None
+    colors: dict[str, str | int] | None = None
+
+    @model_validator(mode="after")
+    def _one_table(self) -> MasksConfig:
+        if self.values is not None and self.colors is not None:
+            raise ValueError("data.masks: give values (grey masks) or colors (RGB masks), not both")
+        for colour in self.colors or {}:
+            parse_colour(colour)
+        return self
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` or ``"r,g,b"`` -> (r, g, b)."""
+    value = text.strip()
+    try:
+        if value.startswith("#") and len(value) == 7:
+            rgb = tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
+        else:
+            rgb = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ValueError(f"colour '{text}': expected '#rrggbb' or 'r,g,b' with values 0-255")
+    return rgb  # type: ignore[return-value]
 
 
 class BuiltinConfig(_Section):
+    # shapes: six classes of shapes scaled with the image | wires: large images with wires and rivets whose
+    # widths are fixed in pixels, so that shrinking the image loses them (see visionflow.data.builtin)
+    kind: Literal["shapes", "wires"] = "shapes"
     num_images: int = Field(240, ge=10)  # images generated in total
     image_size: int = Field(64, ge=32)  # side of the square images, in pixels
     val_fraction: float = Field(0.2, gt=0, lt=1)  # share of images in the val split
+    test_fraction: float = Field(0.0, ge=0, lt=1)  # share in a test split (0: none)
     seed: int = 0  # the generator's own seed: same seed, same bytes
+
+    @model_validator(mode="after")
+    def _some_train(self) -> BuiltinConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% of the images for train")
+        return self
 
 
 class DigitsConfig(_Section):
@@ -199,6 +271,8 @@ class DataConfig(_Section):
     splits: dict[str, SplitDirs] | None = None  # folder source: split name -> image and mask folders
     classes: list[str] | None = None  # class names by id; null takes the source's or preset's
     ignore_index: int | None = None  # mask value left out of loss and metrics; null takes the default
+    names: NamesConfig = NamesConfig()  # folder source: image, mask and region file names
+    masks: MasksConfig = MasksConfig()  # folder source: stored mask values or colours -> classes
     builtin: BuiltinConfig = BuiltinConfig()
     digits: DigitsConfig = DigitsConfig()
     csv: CsvConfig = CsvConfig()
@@ -230,6 +304,8 @@ class ValidateConfig(_Section):
     on_error: Literal["fail", "quarantine"] = "fail"  # stop the pipeline, or set failing files aside
     channels: Literal["convert", "reject"] = "convert"  # grayscale / RGBA images: convert to RGB (reported), or reject
     masks_16bit: Literal["convert", "reject"] = "convert"  # 16-bit masks: read as class ids (reported), or reject
+    # an image whose EXIF orientation would mirror or rotate it when shown: turn it upright (reported), or reject
+    exif_orientation: Literal["apply", "reject"] = "reject"
     min_image_size: int = Field(16, ge=1)  # smallest accepted width or height, in pixels
     near_duplicate_distance: int = Field(8, ge=-1)  # Hamming distance on 256-bit dHash; -1 turns it off
     required_splits: list[str] = ["train", "val"]  # splits that must keep at least one image
@@ -415,12 +491,19 @@ def _other(task: str) -> str:
     return "classification" if task == "segmentation" else "segmentation"
 
 
+_KEY = re.compile(r"[\w\-. :/]+")  # what a tracking parameter name may hold (MLflow's rule)
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys; a table keyed by values no parameter name may hold (mask colours ``#rrggbb``) stays one JSON
+    value under its own key."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and all(_KEY.fullmatch(str(k)) for k in value):
             flat.update(_flatten(value, dotted + "."))
+        elif isinstance(value, dict) and value:
+            flat[dotted] = json.dumps(value, sort_keys=True)
         else:
             flat[dotted] = value
     return flat

@@ -52,6 +52,7 @@ __all__ = [
     "GateDecision",
     "GateResult",
     "Manifest",
+    "MaskCode",
     "ModelMeta",
     "Registration",
     "SampleWeights",
@@ -188,14 +189,27 @@ class _JsonFile(_HandOff):
 
 
 @dataclass(frozen=True)
+class MaskCode:
+    """How stored mask pixels become class ids, resolved by prepare from ``data.masks`` (class names to ids)."""
+
+    kind: str = "ids"  # ids: the stored values are the ids | values: a grey-value table | colors: an RGB table
+    table: tuple[tuple[str, int], ...] = ()  # stored value ("255") or colour ("#ff00ff") -> class id or ignore index
+
+    def key(self) -> str:
+        """A short text that changes with the code (the decode cache keys on it)."""
+        return self.kind + "".join(f"|{stored}={target}" for stored, target in self.table)
+
+
+@dataclass(frozen=True)
 class DatasetInfo(_JsonFile, schema=1, made_by="prepare", what="dataset info", where="dataset_info"):
-    """Where the data came from and what its classes are."""
+    """Where the data came from, what its classes are, and how its masks are read."""
 
     source: str  # builtin | folder | digits | imagefolder | csv
     root: str  # the folder the files are under
     classes: tuple[str, ...]  # class names by id
     ignore_index: int  # the mask value left out of loss and metrics (classification: -100, none)
     task: str = "segmentation"
+    masks: MaskCode = MaskCode()  # stored values -> class ids
 
 
 def count_columns(num_classes: int) -> list[str]:
@@ -204,16 +218,19 @@ def count_columns(num_classes: int) -> list[str]:
 
 
 ERROR_COLUMNS = ("path_error", "image_error", "mask_error", "label_error")  # filled where a file cannot be used
-IMAGE_COLUMNS = ("width", "height", "channels", "mode", "bits", "brightness", "sha256", "dhash")
-MASK_COLUMNS = ("mask_width", "mask_height", "mask_mode", "mask_bits", "mask_sha256")
-INTEGER_COLUMNS = ("width", "height", "channels", "bits", "mask_width", "mask_height", "mask_bits", "px_ignore",
-                   "px_invalid", "label")  # fmt: skip
-_TEXT_COLUMNS = ("id", "split", "invalid_values", "sha256", "mask_sha256", "dhash", "mode", "mask_mode", *ERROR_COLUMNS)
+# orientation: the EXIF orientation tag (1: as stored; 2-8 would mirror or rotate the image when shown)
+IMAGE_COLUMNS = ("width", "height", "channels", "mode", "bits", "brightness", "orientation", "sha256", "dhash")
+MASK_COLUMNS = ("mask_width", "mask_height", "mask_mode", "mask_bits", "mask_sha256", "region_sha256")
+INTEGER_COLUMNS = ("width", "height", "channels", "bits", "orientation", "mask_width", "mask_height", "mask_bits",
+                   "px_ignore", "px_invalid", "label")  # fmt: skip
+_TEXT_COLUMNS = ("id", "split", "invalid_values", "sha256", "mask_sha256", "region_sha256", "dhash", "mode",
+                 "mask_mode", *ERROR_COLUMNS)  # fmt: skip
 
 
 def manifest_columns(num_classes: int) -> list[str]:
     counts = [*count_columns(num_classes), "px_ignore", "px_invalid", "invalid_values"]
-    return ["id", "split", "image_path", "mask_path", "label", *IMAGE_COLUMNS, *MASK_COLUMNS, *counts, *ERROR_COLUMNS]
+    paths = ["image_path", "mask_path", "region_path"]
+    return ["id", "split", *paths, "label", *IMAGE_COLUMNS, *MASK_COLUMNS, *counts, *ERROR_COLUMNS]
 
 
 def usable(frame: pd.DataFrame) -> pd.Series:
@@ -222,7 +239,7 @@ def usable(frame: pd.DataFrame) -> pd.Series:
 
 
 @dataclass(frozen=True, eq=False)
-class Manifest(_HandOff, schema=2, made_by="prepare", what="manifest", where="manifest"):  # 2: mask_sha256
+class Manifest(_HandOff, schema=3, made_by="prepare", what="manifest", where="manifest"):  # 3: regions, EXIF
     """One row per image: paths, split, size, content hashes of image and mask, pixels per class, read errors.
 
     Its schema is its columns: a file without :func:`manifest_columns`' fixed ones is of another schema. Images

@@ -41,7 +41,7 @@ def load_val(config: Config) -> ValSplit:
     info = DatasetInfo.read(paths)
     rows = AcceptedManifest.read(paths).split("val")
     segmentation = info.task == "segmentation"
-    cache = DecodedCache.open(rows, paths.cache, with_masks=segmentation)
+    cache = DecodedCache.open(rows, paths.cache, info if segmentation else None)
     images = [np.asarray(cache.image(i)) for i in range(len(cache))]
     if segmentation:
         truths: list[Any] = [np.asarray(cache.mask(i)) for i in range(len(cache))]

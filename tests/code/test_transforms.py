@@ -185,3 +185,26 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
     a, b = EpochSampler(20, seed=1), EpochSampler(20, seed=1)
     assert _epoch(a, 3) == _epoch(b, 3) and _epoch(a, 3) != _epoch(a, 4)
     assert sorted(_epoch(a, 2)) == list(range(20)), "without weights: a permutation"
+
+
+def test_a_crop_around_a_rare_class_always_holds_it_and_stays_inside_the_image() -> None:
+    from visionflow.data.transforms import crop_around
+
+    rows, cols = torch.meshgrid(torch.arange(100), torch.arange(120), indexing="ij")
+    image = torch.stack([rows, cols, torch.zeros_like(rows)], dim=2).to(torch.uint8)  # each pixel holds its place
+    mask = torch.zeros(100, 120, dtype=torch.long)
+    mask[90:93, 5:8] = 4  # one tiny object of the rare class near a corner
+    generator = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(50):
+        crop, crop_mask = crop_around(image, mask, (32, 32), [4, 5], 255, generator)
+        assert crop.shape == (32, 32, 3) and bool((crop_mask == 4).any()), "the rare object is in every window"
+        top, left = int(crop[0, 0, 0]), int(crop[0, 0, 1])  # where the window's first pixel came from
+        assert torch.equal(image[top : top + 32, left : left + 32], crop) and torch.equal(
+            mask[top : top + 32, left : left + 32], crop_mask
+        )
+        corners.add((top, left))
+    assert len(corners) > 10, "the window moves around the object"
+    none = torch.zeros(100, 120, dtype=torch.long)
+    crop, crop_mask = crop_around(image, none, (32, 32), [4], 255, generator)
+    assert crop.shape == (32, 32, 3) and crop_mask.shape == (32, 32), "no rare class: a random window"

@@ -36,9 +36,43 @@ def test_classes_and_rare_class() -> None:
 
 
 def test_rare_class_is_in_both_splits() -> None:
-    is_val, has_rare = builtin._splits(CONFIG)
+    split, has_rare = builtin._splits(CONFIG)
+    is_val = split == "val"
     assert has_rare[is_val].any() and has_rare[~is_val].any()
     assert abs(is_val.mean() - CONFIG.val_fraction) < 0.02
+    assert set(split) == {"train", "val"}
+
+
+def test_a_test_split_leaves_the_val_split_as_it_was() -> None:
+    split, _ = builtin._splits(CONFIG)
+    with_test, has_rare = builtin._splits(CONFIG.model_copy(update={"test_fraction": 0.2}))
+    assert np.array_equal(with_test == "val", split == "val"), "the same val images"
+    is_test = with_test == "test"
+    assert abs(is_test.mean() - 0.2) < 0.02 and not (is_test & (split == "val")).any()
+    assert has_rare[is_test].any() and has_rare[with_test == "train"].any()
+
+
+def test_wires_keep_their_widths_in_pixels_at_any_image_size() -> None:
+    """Rivets are RIVET_DIAMETER px discs and wires WIRE_WIDTH px lines at 512 and at 1024 px: a model that sees
+    the image shrunk loses them."""
+    from scipy import ndimage
+
+    rivet, wire = builtin.WIRE_CLASSES.index("rivet"), builtin.WIRE_CLASSES.index("wire")
+    areas, half_widths = {}, {}
+    for size in (512, 1024):
+        config = BuiltinConfig(kind="wires", image_size=size, num_images=10, seed=1)
+        image, mask = builtin.generate_sample(0, config, has_rare=False)
+        assert image.shape == (size, size, 3) and set(np.unique(mask)) <= set(range(len(builtin.WIRE_CLASSES)))
+        labels, count = ndimage.label(mask == rivet)
+        sizes = np.bincount(labels.ravel())[1:]
+        areas[size] = float(np.median(sizes[sizes > 20]))  # whole rivets (a wire or another rivet may cut some)
+        wires = mask == wire
+        depth = ndimage.distance_transform_edt(wires)[wires]  # how far inside a wire each of its pixels lies
+        half_widths[size] = float(np.percentile(depth, 99))
+        assert count >= 5 and wires.any()
+    expected = np.pi * (builtin.RIVET_DIAMETER / 2) ** 2
+    assert all(abs(a - expected) / expected < 0.35 for a in areas.values()), areas
+    assert all(h <= builtin.WIRE_WIDTH / 2 + 1 for h in half_widths.values()), half_widths
 
 
 def test_no_intensity_threshold_separates_shapes_from_background() -> None:

@@ -106,5 +106,5 @@ def test_missing_root_and_missing_split_are_clear(workdir: Path) -> None:
 def test_two_files_with_one_stem_are_an_error(workdir: Path) -> None:
     write_pair(workdir, ("train", "trainannot"), "x.png", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(workdir / "train" / "x.jpg")
-    with pytest.raises(SourceError, match="share the stem 'x'"):
+    with pytest.raises(SourceError, match="two files hold the sample 'x'"):
         collect_samples(camvid_config(workdir))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import folder_params, make_config, write_pair
+from tests.conftest import REPO, folder_params, make_config, write_pair
 from visionflow.config import BuiltinConfig, Config
 from visionflow.data import builtin
 from visionflow.errors import ConfigError, DataValidationError
@@ -74,7 +74,7 @@ def test_out_of_range_mask_value(workdir: Path, camvid_like: Callable[..., Path]
             "check": "mask_values",
             "severity": "error",
             "value": "invalid_values=42",
-            "expected": "mask values are class ids or the ignore index",
+            "expected": "mask values are class ids or the ignore index (or in data.masks)",
         }
     ]
 
@@ -287,6 +287,28 @@ def test_unknown_severity_override_is_a_config_error_naming_valid_checks() -> No
     message = str(err.value)
     assert "unknown check(s) no_such_check, nope" in message and err.value.exit_code == 5
     assert message.endswith(f"valid checks: {', '.join(check_names())}")
+
+
+def test_the_readme_check_table_lists_every_check_with_its_default_severity() -> None:
+    """The README's table of checks is written by hand: it must name each check of the catalogue, once, with the
+    severity it has under the shipped params.yaml."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Validation: nothing lost", 1)[1].split("\n\n", 3)[2]
+    listed: dict[str, str] = {}
+    for line in section.splitlines()[2:]:
+        names, *_, defaults = (cell.strip() for cell in line.strip("|").split("|"))
+        severities = [d.strip() for d in defaults.split("/")]
+        for i, name in enumerate(n.strip() for n in names.split(",")):
+            assert name not in listed, f"{name} is listed twice"
+            listed[name] = severities[min(i, len(severities) - 1)]
+    assert set(listed) == set(check_names()), sorted(set(listed) ^ set(check_names()))
+    shipped = {c.name: c.severity for t in ("segmentation", "classification") for c in checks(_with_task(t))}
+    assert listed == shipped
+
+
+def _with_task(task: str) -> Config:
+    source = "builtin" if task == "segmentation" else "digits"
+    return make_config({"project.task": task, "data.source": source, "train.loss": {"ce": 1.0}})
 
 
 def test_only_the_adapter_imports_great_expectations() -> None:

@@ -23,7 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from visionflow.data.masks import read_mask
 from visionflow.data.transforms import Augment, apply_policy
+from visionflow.handoffs import DatasetInfo
 
 try:  # a faster PNG decoder; PIL decodes everything without it
     import imagecodecs
@@ -37,8 +39,8 @@ __all__ = [
     "EpochSampler",
     "ImageDataset",
     "decode_rgb",
-    "load_mask",
     "load_rgb",
+    "upright",
 ]
 
 
@@ -79,19 +81,33 @@ def load_rgb(path: str | Path) -> np.ndarray:
     return decode_rgb(Path(path).read_bytes(), path)
 
 
-def load_mask(path: str | Path) -> np.ndarray:
-    """(H, W) class ids as stored (palette indices for palette PNGs, values for L and 16-bit masks)."""
-    with Image.open(path) as mask:
-        return np.array(mask)
+_UPRIGHT = {  # EXIF orientation -> the array operation that shows the image upright (as ImageOps.exif_transpose)
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, k=-1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, k=1),
+}
 
 
-def _cache_key(rows: pd.DataFrame, with_masks: bool) -> str:
-    """Content of the rows: each image's and (segmentation) each mask's path and sha256 from the manifest."""
-    digest = hashlib.sha256(b"v2" + bytes([with_masks]))
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The image as its EXIF ``orientation`` tag says it is shown (1, or no tag: as stored)."""
+    turn = _UPRIGHT.get(int(orientation))
+    return image if turn is None else np.ascontiguousarray(turn(image))
+
+
+def _cache_key(rows: pd.DataFrame, masks: DatasetInfo | None) -> str:
+    """Content of the rows: each image's and (segmentation) each mask's and region's path and sha256 from the
+    manifest, and how masks become ids (the dataset's mask code and ignore index)."""
+    digest = hashlib.sha256(b"v3" + bytes([masks is not None]))
+    if masks is not None:
+        digest.update(f"{masks.masks.key()}|{masks.ignore_index}".encode())
     for row in rows.itertuples():
-        digest.update(f"{row.image_path}|{row.sha256}".encode())
-        if with_masks:
-            digest.update(f"|{row.mask_path}|{row.mask_sha256}".encode())
+        digest.update(f"{row.image_path}|{row.sha256}|{row.orientation}".encode())
+        if masks is not None:
+            digest.update(f"|{row.mask_path}|{row.mask_sha256}|{row.region_path}|{row.region_sha256}".encode())
     return digest.hexdigest()[:24]
 
 
@@ -125,15 +141,17 @@ class DecodedCache:
         return self.masks[start : start + math.prod(shape)].reshape(shape)
 
     @classmethod
-    def open(cls, rows: pd.DataFrame, root: Path, with_masks: bool) -> DecodedCache:
-        """The cache of ``rows``, building it first when there is none."""
-        directory = root / _cache_key(rows, with_masks)
+    def open(cls, rows: pd.DataFrame, root: Path, masks: DatasetInfo | None) -> DecodedCache:
+        """The cache of ``rows`` (with their masks, read as ``masks`` says; None: images only), building it first
+        when there is none."""
+        directory = root / _cache_key(rows, masks)
         if not (directory / "index.npz").is_file():
-            _build(rows, directory, with_masks)
+            _build(rows, directory, masks)
         return cls(directory)
 
 
-def _build(rows: pd.DataFrame, directory: Path, with_masks: bool) -> None:
+def _build(rows: pd.DataFrame, directory: Path, info: DatasetInfo | None) -> None:
+    with_masks = info is not None
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     shapes = np.stack([rows["height"].to_numpy(np.int64), rows["width"].to_numpy(np.int64)], axis=1)
@@ -150,13 +168,16 @@ def _build(rows: pd.DataFrame, directory: Path, with_masks: bool) -> None:
     def put(i: int) -> None:
         row = rows.iloc[i]
         image = load_rgb(row["image_path"])
+        if pd.notna(row["orientation"]):
+            image = upright(image, row["orientation"])  # validate kept it upright (validate.exif_orientation: apply)
         if image.shape != tuple(image_shapes[i]):
             raise ValueError(f"{row['image_path']}: decoded as {image.shape}, the manifest says {image_shapes[i]}")
         images[image_offsets[i] : image_offsets[i] + image.size] = image.ravel()
-        if masks is not None:
-            mask = load_mask(row["mask_path"])
-            if mask.shape != tuple(shapes[i]) or mask.max(initial=0) > 255:
-                raise ValueError(f"{row['mask_path']}: not a {tuple(shapes[i])} mask of ids below 256")
+        if masks is not None and info is not None:
+            region = row.get("region_path")
+            mask = read_mask(row["mask_path"], info.masks, info.ignore_index, None if pd.isna(region) else region).ids
+            if mask.shape != tuple(shapes[i]) or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
+                raise ValueError(f"{row['mask_path']}: not a {tuple(shapes[i])} mask of ids 0-255")
             masks[index["mask_offsets"][i] : index["mask_offsets"][i] + mask.size] = mask.ravel()
 
     try:

@@ -20,7 +20,7 @@ def make_dataset(config: Config, info: DatasetInfo, rows: pd.DataFrame, spec: In
     """Training items (augmented, seeded, at ``spec``'s size) or evaluation items (``spec``'s size with the original
     masks as targets, since segmentation is scored at the original resolution)."""
     classification = info.task == "classification"
-    cache = DecodedCache.open(rows, config.paths.cache, with_masks=not classification)
+    cache = DecodedCache.open(rows, config.paths.cache, None if classification else info)
     labels = rows["label"].to_numpy(dtype=np.int64) if classification else None
     augment, seed = None, 0
     if train:

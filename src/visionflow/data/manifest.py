@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from visionflow.data.masks import UNMAPPED, read_mask
 from visionflow.data.sources import SampleRef
 from visionflow.handoffs import INTEGER_COLUMNS, DatasetInfo, Manifest, count_columns, manifest_columns
 
@@ -44,6 +45,7 @@ def _decode(path: Path) -> Image.Image:
 
 
 _BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}  # other modes: 8 bits
+EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 as stored, 2-8 mirrored and/or rotated when shown
 HASH_SIZE = 16  # dHash grid: 16 x 16 = 256 bits, so consecutive video frames stay apart but resized copies match
 
 
@@ -72,29 +74,30 @@ def _describe_image(path: Path) -> dict[str, Any]:
         "mode": image.mode,
         "bits": _BITS.get(image.mode, 8),
         "brightness": round(float(gray.mean()), 3),
+        "orientation": int(image.getexif().get(EXIF_ORIENTATION, 1)),
         "dhash": dhash(image),
     }
 
 
-def _describe_mask(path: Path, info: DatasetInfo) -> dict[str, Any]:
-    mask = _decode(path)
+def _describe_mask(path: Path, info: DatasetInfo, region: Path | None) -> dict[str, Any]:
+    mask = read_mask(path, info.masks, info.ignore_index, region)
+    height, width = mask.ids.shape
     row: dict[str, Any] = {
-        "mask_width": mask.width,
-        "mask_height": mask.height,
+        "mask_width": width,
+        "mask_height": height,
         "mask_mode": mask.mode,
         "mask_bits": _BITS.get(mask.mode, 8),
     }
-    values = np.asarray(mask)
-    if values.ndim != 2:
-        raise ValueError(f"mask has {values.shape[-1]} channels; expected one channel of class ids")
     num_classes = len(info.classes)
-    counts = np.bincount(values.ravel().astype(np.int64), minlength=max(num_classes, info.ignore_index + 1))
+    ids = mask.ids.ravel()
+    counts = np.bincount(ids[ids >= 0], minlength=max(num_classes, info.ignore_index + 1))
     row.update(zip(count_columns(num_classes), counts[:num_classes].tolist(), strict=True))
     invalid = np.flatnonzero(counts)
     invalid = invalid[(invalid >= num_classes) & (invalid != info.ignore_index)]
     row["px_ignore"] = int(counts[info.ignore_index])
-    row["px_invalid"] = int(counts[invalid].sum())
-    row["invalid_values"] = " ".join(map(str, invalid[:20].tolist())) + (" ..." if len(invalid) > 20 else "")
+    row["px_invalid"] = int(counts[invalid].sum() + (ids == UNMAPPED).sum())
+    named = [*mask.unmapped, *map(str, invalid.tolist())]  # values the table lacks, or ids beyond the classes
+    row["invalid_values"] = " ".join(named[:20]) + (" ..." if len(named) > 20 else "")
     return row
 
 
@@ -119,9 +122,10 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
         "split": ref.split,
         "image_path": _rel(ref.image),
         "mask_path": _rel(ref.mask),
+        "region_path": _rel(ref.region),
     }
     root = Path(info.root)
-    escaping = [p for p in (ref.image, ref.mask) if p is not None and _outside(p, root)]
+    escaping = [p for p in (ref.image, ref.mask, ref.region) if p is not None and _outside(p, root)]
     if escaping:  # never read a file outside the data root
         row["path_error"] = f"outside the data root '{info.root}': {', '.join(_rel(p) for p in escaping)}"
         return row
@@ -139,10 +143,14 @@ def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
         row.update(_describe_label(ref, info))
     elif ref.mask is None:
         row["mask_error"] = "no mask for this image"
+    elif ref.region_expected and ref.region is None:
+        row["mask_error"] = "no region mask for this image"
     else:
         try:
             row["mask_sha256"] = _sha256(ref.mask)
-            row.update(_describe_mask(ref.mask, info))
+            if ref.region is not None:
+                row["region_sha256"] = _sha256(ref.region)
+            row.update(_describe_mask(ref.mask, info, ref.region))
         except Exception as exc:
             row["mask_error"] = f"mask does not decode: {exc or type(exc).__name__}"
     return row

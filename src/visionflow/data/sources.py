@@ -8,14 +8,15 @@ Sources only find files; decoding, hashing and counting happen once, in the mani
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionflow.config import Config, DataConfig, SplitDirs
+from visionflow.config import Config, DataConfig, MasksConfig, SplitDirs, parse_colour
 from visionflow.data import builtin, digits
 from visionflow.errors import SourceError
-from visionflow.handoffs import DatasetInfo
+from visionflow.handoffs import DatasetInfo, MaskCode
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -23,9 +24,10 @@ __all__ = [
     "Preset",
     "SampleRef",
     "collect_samples",
+    "mask_code",
 ]
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class SampleRef:
     mask: Path | None = None  # segmentation; None: an image was found without its mask
     label: str | None = None  # classification: the class name as the source gives it
     name: str | None = None  # the row id where the file stem is not unique (class folders, CSV paths)
+    region: Path | None = None  # segmentation: the region mask (zero: not scored), where the split has them
+    region_expected: bool = False  # the split has a region folder: a sample without its region mask is reported
 
 
 @dataclass(frozen=True)
@@ -70,18 +74,62 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _images_in(folder: Path) -> dict[str, Path]:
-    """Image files by stem; a stem seen twice (x.png and x.jpg) is an error, not a silent pick."""
-    found: dict[str, Path] = {}
+def _matcher(template: str) -> Callable[[Path], str | None]:
+    """The sample id a file name holds under a name template (see :class:`NamesConfig`), or None."""
+    prefix, suffix = template.split("{id}")
+    pattern = re.compile(f"{re.escape(prefix)}(?P<id>.+?){re.escape(suffix)}")
+    whole_name = Path(suffix).suffix.lower() in IMAGE_SUFFIXES  # the template names the file type itself
+
+    def match(path: Path) -> str | None:
+        found = pattern.fullmatch(path.name if whole_name else path.stem)
+        return found["id"] if found else None
+
+    return match
+
+
+def _images_in(folder: Path, template: str = "{id}", by_stem: bool = True) -> dict[str, Path]:
+    """Image files by the sample id their name holds; an id seen twice (x.png and x.jpg) is an error, not a
+    silent pick. A file the template does not match keeps its stem as its id (``by_stem``), so it is reported
+    unpaired rather than skipped; else it is left out (region folders: a region belongs to a sample by name)."""
+    match, found = _matcher(template), {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        if path.stem in found:
+        sample = match(path) or (path.stem if by_stem else None)
+        if sample is None:
+            continue
+        if sample in found:
             raise SourceError(
-                f"{folder}: two files share the stem '{path.stem}': {found[path.stem].name}, {path.name}; keep one"
+                f"{folder}: two files hold the sample '{sample}' ({template}): {found[sample].name}, {path.name}; "
+                "keep one"
             )
-        found[path.stem] = path
+        found[sample] = path
     return found
+
+
+def _class_id(target: str | int, classes: tuple[str, ...], ignore_index: int) -> int:
+    if target == "ignore" or target == ignore_index:
+        return ignore_index
+    if isinstance(target, int) and 0 <= target < len(classes):
+        return target
+    if isinstance(target, str) and target in classes:
+        return classes.index(target)
+    raise SourceError(
+        f"data.masks: {target!r} is neither a class ({', '.join(classes)}), a class id below {len(classes)}, "
+        f"'ignore' nor the ignore index {ignore_index}"
+    )
+
+
+def mask_code(masks: MasksConfig, classes: tuple[str, ...], ignore_index: int) -> MaskCode:
+    """``data.masks`` with class names resolved to ids (what prepare records in dataset.json)."""
+    if masks.values is not None:
+        table = tuple((str(value), _class_id(t, classes, ignore_index)) for value, t in sorted(masks.values.items()))
+        return MaskCode("values", table)
+    if masks.colors is not None:
+        rows = ("#{:02x}{:02x}{:02x}".format(*parse_colour(c)) for c in masks.colors)
+        targets = (_class_id(t, classes, ignore_index) for t in masks.colors.values())
+        return MaskCode("colors", tuple(sorted(zip(rows, targets, strict=True))))
+    return MaskCode()
 
 
 def _folder_samples(data: DataConfig) -> tuple[list[SampleRef], DatasetInfo]:
@@ -101,22 +149,31 @@ def _folder_samples(data: DataConfig) -> tuple[list[SampleRef], DatasetInfo]:
             if preset and data.splits is None and split == "test":
                 continue  # the preset's test split is optional
             raise SourceError(f"split '{split}': image folder '{image_dir}' does not exist")
-        images = _images_in(image_dir)
-        masks = _images_in(mask_dir) if mask_dir.is_dir() else {}
-        for stem in sorted(images.keys() | masks.keys()):
-            samples.append(SampleRef(split, images.get(stem), masks.get(stem)))
+        names = data.names
+        images = _images_in(image_dir, names.image)
+        masks = _images_in(mask_dir, names.mask) if mask_dir.is_dir() else {}
+        region_dir = None if dirs.regions is None else root / dirs.regions
+        if region_dir is not None and not region_dir.is_dir():
+            raise SourceError(f"split '{split}': region folder '{region_dir}' does not exist")
+        regions = _images_in(region_dir, names.region, by_stem=False) if region_dir is not None else {}
+        for sample in sorted(images.keys() | masks.keys()):
+            region = regions.get(sample)
+            samples.append(SampleRef(split, images.get(sample), masks.get(sample), name=sample, region=region,
+                                     region_expected=region_dir is not None))  # fmt: skip
     if not samples:
         raise SourceError(f"data.root '{root}': no images found in {', '.join(splits)}")
-    return samples, DatasetInfo("folder", root.as_posix(), classes, ignore_index)
+    code = mask_code(data.masks, classes, ignore_index)
+    return samples, DatasetInfo("folder", root.as_posix(), classes, ignore_index, masks=code)
 
 
 def _builtin_samples(config: Config) -> tuple[list[SampleRef], DatasetInfo]:
     out_dir = config.paths.prepared / "builtin"
     written = builtin.materialise(config.data.builtin, out_dir)
     samples = [SampleRef(split, image, mask) for split, image, mask in written]
-    classes = tuple(config.data.classes or builtin.CLASSES)
-    if len(classes) != len(builtin.CLASSES):
-        raise SourceError(f"data.classes has {len(classes)} names; the builtin source has {len(builtin.CLASSES)}")
+    own = builtin.classes(config.data.builtin.kind)
+    classes = tuple(config.data.classes or own)
+    if len(classes) != len(own):
+        raise SourceError(f"data.classes has {len(classes)} names; the builtin source has {len(own)}")
     ignore_index = config.data.ignore_index if config.data.ignore_index is not None else builtin.IGNORE_INDEX
     return samples, DatasetInfo("builtin", out_dir.as_posix(), classes, ignore_index)
 

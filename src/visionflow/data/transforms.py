@@ -30,6 +30,7 @@ __all__ = [
     "STRIDE",
     "Augment",
     "apply_policy",
+    "crop_around",
     "decide",
     "normalise",
     "pad_collate",
@@ -130,6 +131,35 @@ def apply_policy(
         top = int(torch.randint(spare_h + 1, (1,), generator=generator))
         left = int(torch.randint(spare_w + 1, (1,), generator=generator))
     return _crop(image, mask, target, top, left)
+
+
+def crop_around(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    size: Sequence[int],
+    targets: Sequence[int],
+    ignore_index: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``size`` window that holds a pixel of one of ``targets`` (rare classes, say): the class is drawn
+    uniformly among those the mask holds (nnU-Net's foreground sampling), the pixel uniformly among its pixels, and
+    the window placed at random around it within the image. A mask holding none of them gets a random window."""
+    image, mask = pad_to(image, mask, size, ignore_index)
+    height, width = int(size[0]), int(size[1])
+    present = [c for c in targets if bool((mask == c).any())]
+    if not present:
+        return apply_policy(image, mask, "crop", size, ignore_index, generator)  # type: ignore[return-value]
+    chosen = present[int(torch.randint(len(present), (1,), generator=generator))]
+    rows, cols = (mask == chosen).nonzero(as_tuple=True)
+    pick = int(torch.randint(len(rows), (1,), generator=generator))
+    row, col = int(rows[pick]), int(cols[pick])
+
+    def start(at: int, window: int, length: int) -> int:  # a window start that keeps `at` inside, within bounds
+        low, high = max(0, at - window + 1), min(at, length - window)
+        return low + int(torch.randint(high - low + 1, (1,), generator=generator))
+
+    top, left = start(row, height, image.shape[0]), start(col, width, image.shape[1])
+    return image[top : top + height, left : left + width], mask[top : top + height, left : left + width]
 
 
 def restore(logits: torch.Tensor, sizes: Sequence[int], policy: str) -> torch.Tensor:

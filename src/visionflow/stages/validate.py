@@ -25,6 +25,7 @@ from visionflow.validation import report
 from visionflow.validation.checks import Check, Frame, checks, judge, quarantine_table
 from visionflow.validation.expectations import DataDocsSuites
 from visionflow.validation.features import (
+    as_loaded,
     class_table,
     dataset_statistics,
     drift_rows,
@@ -44,7 +45,8 @@ def run(config: Config) -> ValidationSummary:
     manifest, info = Manifest.read(paths), DatasetInfo.read(paths)
     findings = _Findings(checks(config), DataDocsSuites(paths.data_docs))
 
-    rows = row_features(manifest.rows, len(info.classes), settings.near_duplicate_distance)
+    upright = settings.exif_orientation == "apply"
+    rows = row_features(manifest.rows, len(info.classes), settings.near_duplicate_distance, upright)
     quarantine = quarantine_table(rows, findings.judge("rows", rows))
     accepted = rows[~rows["file"].isin(quarantine["file"])]
 
@@ -68,7 +70,7 @@ def run(config: Config) -> ValidationSummary:
         reference="none yet" if reference is None else f"{reference['images']} images",
         data_docs=_docs_index(paths).as_posix(),
     )
-    AcceptedManifest(manifest.rows.loc[accepted.index]).write(paths)
+    AcceptedManifest(as_loaded(accepted[manifest.rows.columns], upright)).write(paths)
     _write_reports(config, summary, quarantine)
     print(report.console(summary, settings.max_listed), end="")
     if blocking:

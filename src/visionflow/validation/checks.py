@@ -64,13 +64,13 @@ class Setting:
 
 @dataclass(frozen=True)
 class ConvertOrReject:
-    """A severity chosen by a ``convert | reject`` setting: a converted input is reported (warning), a rejected one
-    fails (error)."""
+    """A severity chosen by a ``convert | reject`` (or ``apply | reject``) setting: a converted input is reported
+    (warning), a rejected one fails (error)."""
 
     setting: str
 
     def resolve(self, settings: ValidateConfig) -> Severity:
-        return "warning" if getattr(settings, self.setting) == "convert" else "error"
+        return "error" if getattr(settings, self.setting) == "reject" else "warning"
 
 
 Bound = float | Setting | None
@@ -151,13 +151,16 @@ CATALOGUE: tuple[CheckSpec, ...] = (
               InSet("mode", ("RGB",)), ("mode",)),
     CheckSpec("mask_bit_depth", "rows", ConvertOrReject("masks_16bit"), "an 8-bit mask (L or palette)",
               InSet("mask_bits", (8,)), ("mask_mode",), _SEG),
+    CheckSpec("exif_orientation", "rows", ConvertOrReject("exif_orientation"),
+              "shown as stored: no EXIF orientation that mirrors or rotates it (validate.exif_orientation: apply "
+              "turns it upright)", InSet("orientation", (1,)), ("orientation",)),
     CheckSpec("min_size", "rows", "error", "width and height at least {min_image_size} px",
               Between("min_side", low=Setting("min_image_size")), ("width", "height")),
     CheckSpec("mask_width", "rows", "error", "mask as wide as its image", PairEqual("width", "mask_width"),
               ("width", "mask_width"), _SEG),
     CheckSpec("mask_height", "rows", "error", "mask as high as its image", PairEqual("height", "mask_height"),
               ("height", "mask_height"), _SEG),
-    CheckSpec("mask_values", "rows", "error", "mask values are class ids or the ignore index",
+    CheckSpec("mask_values", "rows", "error", "mask values are class ids or the ignore index (or in data.masks)",
               Between("px_invalid", low=0, high=0), ("invalid_values",), _SEG),
     CheckSpec("mask_labelled", "rows", "error", "at least one labelled (not ignored) pixel",
               Between("labelled_px", low=1), ("px_ignore",), _SEG),

@@ -17,7 +17,9 @@ import pandas as pd
 from visionflow.handoffs import DriftRow, count_columns
 
 __all__ = [
+    "ROTATING",
     "SPLIT_ORDER",
+    "as_loaded",
     "class_table",
     "dataset_statistics",
     "drift_rows",
@@ -97,13 +99,29 @@ def mark_same_names(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def row_features(frame: pd.DataFrame, num_classes: int, near_distance: int) -> pd.DataFrame:
-    """The manifest plus the derived columns the row checks read."""
+ROTATING = (5, 6, 7, 8)  # EXIF orientations that swap width and height when applied
+
+
+def row_features(frame: pd.DataFrame, num_classes: int, near_distance: int, upright: bool = False) -> pd.DataFrame:
+    """The manifest plus the derived columns the row checks read. ``upright``: images are turned as their EXIF
+    orientation says, so their sizes are the upright ones (what the mask must match)."""
     out = mark_duplicates(frame, near_distance)
+    if upright:
+        turned = out["orientation"].isin(ROTATING)
+        out.loc[turned, ["width", "height"]] = out.loc[turned, ["height", "width"]].to_numpy()
     out["file"] = out["image_path"].fillna(out["mask_path"])
     out = mark_same_names(out)
     out["min_side"] = out[["width", "height"]].min(axis=1)
     out["labelled_px"] = out[count_columns(num_classes)].sum(axis=1, min_count=1)
+    return out
+
+
+def as_loaded(accepted: pd.DataFrame, upright: bool) -> pd.DataFrame:
+    """The accepted rows as later stages load them: ``orientation`` is what loading applies (1: as stored, for
+    every image unless ``upright``), sizes are the loaded ones."""
+    out = accepted.copy()
+    if not upright:
+        out["orientation"] = 1
     return out
 
 
