@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from visionflow.config import Config
-from visionflow.flows import hold_workspace, publish, read_params, run_stages, skip_busy
+from visionflow.flows import hold_workspace, prefect_defaults, publish, read_params, run_stages, skip_busy
 from visionflow.handoffs import GateDecision, ValidationSummary
 from visionflow.orchestration import (
     Changes,
@@ -172,4 +172,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    with prefect_defaults():
+        sys.exit(main(sys.argv[1:]))

@@ -24,7 +24,7 @@ from prefect import flow
 from prefect.states import State
 
 from visionflow.config import Config
-from visionflow.flows import hold_workspace, publish, read_params, run_stages, skip_busy
+from visionflow.flows import hold_workspace, prefect_defaults, publish, read_params, run_stages, skip_busy
 from visionflow.orchestration import Summary
 from visionflow.stages import STAGE_NAMES
 
@@ -53,5 +53,6 @@ def training_pipeline(repo: str = str(REPO), stages: list[str] | None = None) ->
 
 
 if __name__ == "__main__":
-    state = training_pipeline(repo=os.environ.get("VISIONFLOW_REPO", str(REPO)), return_state=True)
+    with prefect_defaults():
+        state = training_pipeline(repo=os.environ.get("VISIONFLOW_REPO", str(REPO)), return_state=True)
     sys.exit(0 if state.is_completed() else 1)

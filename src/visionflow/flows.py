@@ -7,6 +7,7 @@ lives in :mod:`visionflow.orchestration` and runs without Prefect.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,16 @@ from visionflow.config import Config, load_config
 from visionflow.errors import ConfigError
 from visionflow.orchestration import StageFailed, StageResult, Summary, run_stage, run_summary, workspace_lock
 
-__all__ = ["flow_run_label", "hold_workspace", "publish", "read_params", "repro_stage", "run_stages", "skip_busy"]
+__all__ = [
+    "flow_run_label",
+    "hold_workspace",
+    "prefect_defaults",
+    "publish",
+    "read_params",
+    "repro_stage",
+    "run_stages",
+    "skip_busy",
+]
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
@@ -52,6 +62,24 @@ def repro_stage(stage: str, repo: Path, force: bool = False) -> StageResult:
             if report.is_file():
                 create_markdown_artifact(markdown=report.read_text(encoding="utf-8"), key="data-validation",
                                          description="visionflow data validation")  # fmt: skip
+
+
+EPHEMERAL_STARTUP_SECONDS = 120
+
+
+def prefect_defaults() -> contextlib.AbstractContextManager[Any]:
+    """Prefect settings for a flow run on this machine, where the environment does not set them.
+
+    Prefect waits 20 s for its ephemeral API server; on a busy 2-core machine with a fresh ``PREFECT_HOME`` (its
+    database created and migrated first) the start took longer and the flow failed with "Timed out while
+    attempting to connect to ephemeral Prefect API server", so the flows wait up to two minutes. Prefect reads its
+    settings when it is imported, hence a settings context around the run rather than an environment variable.
+    """
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
+        return contextlib.nullcontext()
+    return temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS})
 
 
 def read_params(repo: Path) -> Config | State:

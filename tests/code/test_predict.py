@@ -6,7 +6,7 @@ import io
 import itertools
 import os
 import signal
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -124,16 +124,26 @@ def test_ctrl_c_stops_the_streams_after_the_batch_in_hand(tmp_path: Path, two_th
     calls = []
     real = predictor.predict
 
+    delivered = threading.Event()
+
+    def on_ctrl_c(signum: int, frame: object) -> None:  # Python's own handler, but one the stream can wait for
+        delivered.set()
+        raise KeyboardInterrupt
+
     def interrupted(images, batch_size=16):
         calls.append(len(images))
         if len(calls) == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, delivered to the main thread waiting on the streams
-            time.sleep(0.5)
+            assert delivered.wait(30), "the main thread took the signal"  # however busy the machine is
         return real(images, batch_size)
 
     predictor.predict = interrupted
-    with pytest.raises(KeyboardInterrupt):
-        predict_folder(predictor, folder, tmp_path / "out", batch_size=1, streams=2)
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict_folder(predictor, folder, tmp_path / "out", batch_size=1, streams=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) < 8, "the remaining batches are not run"
     assert torch.get_num_threads() == two_threads
 
