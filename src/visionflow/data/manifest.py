@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from visionflow.data.masks import UNMAPPED, read_mask
+from visionflow.data.masks import UNMAPPED, open_decoded, read_mask
 from visionflow.data.sources import SampleRef
 from visionflow.handoffs import INTEGER_COLUMNS, DatasetInfo, Manifest, count_columns, manifest_columns
 
@@ -35,13 +35,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _decode(path: Path) -> Image.Image:
-    """Open and fully decode: PIL reads only the header until ``load``, and truncation shows up there."""
-    image = Image.open(path)
-    image.load()
-    return image
 
 
 _BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}  # other modes: 8 bits
@@ -65,7 +58,7 @@ def _outside(path: Path, root: Path) -> bool:
 
 
 def _describe_image(path: Path) -> dict[str, Any]:
-    image = _decode(path)
+    image = open_decoded(path)
     gray = np.asarray(image.convert("L"), dtype=np.float32)
     return {
         "width": image.width,

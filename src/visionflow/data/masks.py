@@ -18,7 +18,7 @@ from PIL import Image
 
 from visionflow.handoffs import MaskCode
 
-__all__ = ["UNMAPPED", "ReadMask", "read_mask"]
+__all__ = ["UNMAPPED", "ReadMask", "open_decoded", "read_mask"]
 
 UNMAPPED = -1  # the id of a pixel whose stored value or colour is not in the table
 
@@ -30,7 +30,7 @@ class ReadMask:
     mode: str  # the stored PIL mode (L, P, RGB, I;16, ...)
 
 
-def _open(path: Path) -> Image.Image:
+def open_decoded(path: Path) -> Image.Image:
     """Open and fully decode (truncation shows up here, not later)."""
     image = Image.open(path)
     image.load()
@@ -57,7 +57,7 @@ def _colour_name(code: int) -> str:
 def read_mask(path: str | Path, code: MaskCode, ignore_index: int, region: str | Path | None = None) -> ReadMask:
     """The mask at ``path`` as class ids. Raises ``ValueError`` (naming what is wrong) for a mask that cannot be
     mapped: several channels without a colour table, or a region mask of another size."""
-    stored = _open(Path(path))
+    stored = open_decoded(Path(path))
     if code.kind == "colors":
         rgb = np.asarray(stored.convert("RGB"), dtype=np.int64)
         codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
@@ -72,7 +72,7 @@ def read_mask(path: str | Path, code: MaskCode, ignore_index: int, region: str |
         mapped = code.kind == "values"
         ids = _lookup(codes, {int(key): target for key, target in code.table}) if mapped else codes.astype(np.int64)
     if region is not None:
-        inside = np.asarray(_open(Path(region)))
+        inside = np.asarray(open_decoded(Path(region)))
         inside = inside.any(axis=2) if inside.ndim == 3 else inside != 0  # any non-zero channel is inside
         if inside.shape != ids.shape:
             raise ValueError(
