@@ -51,7 +51,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def per_image(config: Config) -> dict[str, dict[str, float | None]]:
     """Each val image's scores from evaluate's per_image.csv, by image id."""
-    table = pd.read_csv(config.paths.per_image, dtype={"id": str}).set_index("id")
+    table = pd.read_csv(config.paths.evaluated("val").per_image, dtype={"id": str}).set_index("id")
     return {i: {k: common.score(v) for k, v in row.items()} for i, row in table[["miou", "pixel_accuracy"]].iterrows()}
 
 

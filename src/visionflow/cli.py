@@ -107,7 +107,8 @@ def promote_command(
     force: Annotated[bool, typer.Option("--force", help="skip the gate (the decision records it)")] = False,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Run the promotion gate for VERSION against the champion on the current val split; --force skips it."""
+    """Run the promotion gate for VERSION against the champion on register.gate_split (test where the data has
+    one, else val); --force skips it."""
     from visionflow import registry, tracking
 
     config = _guarded("promote", lambda: load_config(params))

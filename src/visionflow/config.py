@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from visionflow.errors import ConfigError
 
 __all__ = [
+    "EVAL_SPLITS",
     "AugmentConfig",
     "BalanceConfig",
     "BuiltinConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "DigitsConfig",
     "DriftConfig",
     "EvaluateConfig",
+    "EvaluatedSplit",
     "InputConfig",
     "MasksConfig",
     "ModelConfig",
@@ -55,6 +58,43 @@ class ProjectConfig(_Section):
     seed: int = 42  # seeds python, numpy and torch in every stage
 
 
+EVAL_SPLITS = ("val", "test")  # the splits evaluate scores, where the data has them (val always)
+
+
+@dataclass(frozen=True)
+class EvaluatedSplit:
+    """The files evaluate writes for one split, under ``paths.evaluation/<split>/``."""
+
+    split: str
+    root: Path
+
+    @property
+    def per_class(self) -> Path:
+        return self.root / "per_class.csv"
+
+    @property
+    def per_image(self) -> Path:
+        """One row per image (its scores; classification: actual and predicted class): for comparing models
+        image by image."""
+        return self.root / "per_image.csv"
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.root / "confusion_matrix.png"
+
+    @property
+    def overlays_best(self) -> Path:
+        return self.root / "overlays_best.png"
+
+    @property
+    def overlays_worst(self) -> Path:
+        return self.root / "overlays_worst.png"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (self.per_class, self.per_image, self.confusion_matrix, self.overlays_best, self.overlays_worst)
+
+
 class PathsConfig(_Section):
     """Every file the stages exchange; dvc.yaml reads the same values through ``${paths.*}``."""
 
@@ -62,7 +102,7 @@ class PathsConfig(_Section):
     validation: Path = Path("data/validation")  # validate's summary and Data Docs
     balance: Path = Path("data/balance")  # class frequencies and weights
     model: Path = Path("data/model")  # trained weights, checkpoint, training history
-    evaluation: Path = Path("data/evaluation")  # metrics and plots on the val split
+    evaluation: Path = Path("data/evaluation")  # metrics.json, and a folder of tables and plots per eval split
     registry: Path = Path("data/registry")  # what register did (name, version, alias)
     cache: Path = Path("data/cache")  # decoded images as memory-mapped uint8 arrays (not a DVC output)
 
@@ -136,27 +176,9 @@ class PathsConfig(_Section):
     def metrics(self) -> Path:
         return self.evaluation / "metrics.json"
 
-    @property
-    def per_class(self) -> Path:
-        return self.evaluation / "per_class.csv"
-
-    @property
-    def confusion_matrix(self) -> Path:
-        return self.evaluation / "confusion_matrix.png"
-
-    @property
-    def per_image(self) -> Path:
-        """One row per val image (its scores; classification: actual and predicted class): for comparing models
-        image by image."""
-        return self.evaluation / "per_image.csv"
-
-    @property
-    def overlays_best(self) -> Path:
-        return self.evaluation / "overlays_best.png"
-
-    @property
-    def overlays_worst(self) -> Path:
-        return self.evaluation / "overlays_worst.png"
+    def evaluated(self, split: str) -> EvaluatedSplit:
+        """evaluate's tables and plots of one split (``val``, ``test``), in a folder of their own."""
+        return EvaluatedSplit(split, self.evaluation / split)
 
     @property
     def registration(self) -> Path:
@@ -338,12 +360,15 @@ class InputConfig(_Section):
     """How images reach the model's input size."""
 
     size: tuple[int, int] | None = None  # (height, width), multiples of 32; null: the image's own size
-    policy: Literal["resize", "pad", "crop"] = "resize"  # crop: random in training (evaluation never crops)
+    # crop: random crops in training; window (evaluation): overlapping windows of size, blended (Gaussian weights)
+    policy: Literal["resize", "pad", "crop", "window"] = "resize"
 
     @model_validator(mode="after")
     def _stride(self) -> InputConfig:
         if self.size is not None and any(side < 32 or side % 32 for side in self.size):
             raise ValueError(f"size {list(self.size)}: height and width must be positive multiples of 32")
+        if self.policy in ("crop", "window") and self.size is None:
+            raise ValueError(f"policy '{self.policy}' needs a size (the crop or window, e.g. [256, 320])")
         return self
 
 
@@ -377,6 +402,9 @@ class TrainConfig(_Section):
     loss: dict[LossTerm, float] = {"ce": 1.0, "dice": 1.0}  # summed terms and their coefficients
     focal_gamma: float = Field(2.0, ge=0)  # focal term: (1 - p_t)^gamma
     input: InputConfig = InputConfig()  # size and policy for training (and for evaluation unless set there)
+    # crop policy: the share of crops centred on a pixel of a rare class the image holds (rare: a train pixel
+    # share below an even one, 1 / classes); the others are uniform
+    rare_crops: float = Field(1 / 3, ge=0, le=1)
     augment: AugmentConfig = AugmentConfig()
     channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the hardware has it
@@ -387,25 +415,31 @@ class TrainConfig(_Section):
     def _some_loss(self) -> TrainConfig:
         if not any(self.loss.values()):
             raise ValueError("train.loss needs at least one term with a non-zero coefficient (ce, dice, focal)")
+        if self.input.policy == "window":
+            raise ValueError("train.input.policy 'window' is for evaluation; train on crops (policy crop)")
         return self
 
 
 class EvaluateConfig(_Section):
     batch_size: int = Field(32, ge=1)
     overlays: int = Field(4, ge=0)  # images shown in each of the best and the worst overlay panels
-    input: InputConfig | None = None  # null: train.input's size (policy resize, or pad after pad/crop)
+    input: InputConfig | None = None  # null: train.input's size (policy resize; pad after pad; window after crop)
+    overlap: float = Field(0.5, ge=0, lt=1)  # window policy: share of a window its neighbour covers
+    flip: bool = False  # window policy: horizontal-flip test-time augmentation (twice the forward passes)
 
     @model_validator(mode="after")
     def _no_crop(self) -> EvaluateConfig:
         if self.input is not None and self.input.policy == "crop":
-            raise ValueError("evaluate.input.policy 'crop' would leave pixels unscored; use resize or pad")
+            raise ValueError("evaluate.input.policy 'crop' would leave pixels unscored; use resize, pad or window")
         return self
 
 
 class RegisterConfig(_Section):
     model_name: str | None = None  # registered model name; null: visionflow-segmenter / visionflow-classifier
     metric: str | None = None  # headline metric in listings and tags; null: val_miou / val_accuracy
-    # The promotion gate: candidate and champion scored now on the current val split, paired by image.
+    # The promotion gate: candidate and champion scored now on one eval split, paired by image. auto: test when
+    # the data has a test split (the candidate's best epoch was chosen on val), else val.
+    gate_split: Literal["auto", "val", "test"] = "auto"
     min_delta: float = 0.0  # the CI's lower bound of the mean per-image gain must exceed this
     max_class_drop: float = Field(0.05, ge=0)  # largest allowed drop of any class's IoU (classification: recall)
     bootstrap_resamples: int = Field(2000, ge=100)
@@ -465,7 +499,7 @@ class Config(_Section):
         """evaluate.input, or train.input's size with a policy that scores every pixel."""
         if self.evaluate.input is not None:
             return self.evaluate.input
-        policy = "resize" if self.train.input.policy == "resize" else "pad"
+        policy = {"resize": "resize", "pad": "pad", "crop": "window"}[self.train.input.policy]
         return InputConfig(size=self.train.input.size, policy=policy)
 
     @property

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decide, normalise, restore_groups
 from visionflow.errors import ConfigError
 from visionflow.metrics import confusion_matrix
+from visionflow.windows import Windows
 
 __all__ = [
     "EvalResult",
@@ -29,6 +30,7 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "train_one_epoch",
+    "windowed",
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, targets, sizes
@@ -128,10 +130,29 @@ def train_one_epoch(
     return {"loss": total_loss / max(seen, 1), "images_per_second": seen / elapsed if elapsed else 0.0}
 
 
+def windowed(model: nn.Module, runtime: Runtime, image: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """(C, H, W) float logits of one uint8 (H, W, 3) image by overlapping, blended windows (on the device)."""
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with runtime.autocast():
+            return model(runtime.images(batch))
+
+    return windows.logits(forward, image)
+
+
 def _at_original_size(
-    logits: torch.Tensor, targets: torch.Tensor, sizes: torch.Tensor, policy: str
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(logits, targets) groups at the original resolution: one group when the batch shares a size."""
+    logits: torch.Tensor | None, images: torch.Tensor, targets: torch.Tensor, sizes: torch.Tensor, policy: str,
+    windows: Windows | None, scorer: Callable[[torch.Tensor], torch.Tensor],
+) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """(logits, targets) groups at the original resolution: one group when the batch shares a size; one per image
+    for windows, each image cut from the padded batch and scored window by window."""
+    if windows is not None:
+        groups = []
+        for i, size in enumerate(sizes.tolist()):
+            image = images[i, : size[0], : size[1]]
+            groups.append((scorer(image)[None], targets[i : i + 1, : size[2], : size[3]]))
+        return groups
+    assert logits is not None
     if logits.ndim == 2:  # classification: nothing to map back
         return [(logits, targets)]
     return [
@@ -150,16 +171,28 @@ def evaluate(
     policy: str = "resize",
     threshold: float = 0.5,
     on_batch: OnBatch | None = None,
+    windows: Windows | None = None,
 ) -> EvalResult:
     """Loss and confusion matrix over ``loader``, scored at each mask's original resolution (``policy`` says how
-    to map logits back: ``resize`` interpolates, ``pad`` slices). ``on_batch`` sees every image's prediction."""
+    to map logits back: ``resize`` interpolates, ``pad`` slices, ``window`` scores each image by ``windows``).
+    ``on_batch`` sees every image's prediction."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     total_loss, seen, start = 0.0, 0, time.perf_counter()
+    if (policy == "window") != (windows is not None):
+        raise ValueError(f"input policy '{policy}' with windows {windows}: windows go with the window policy only")
+
+    def scorer(image: torch.Tensor) -> torch.Tensor:
+        assert windows is not None
+        return windowed(model, runtime, image, windows)
+
     for images, targets, sizes in tqdm(loader, desc="eval", unit="batch", leave=False):
-        with runtime.autocast():
-            logits = model(runtime.images(images)).float()
-        for scored, truth in _at_original_size(logits, targets.to(runtime.device), sizes, policy):
+        logits = None
+        if windows is None:
+            with runtime.autocast():
+                logits = model(runtime.images(images)).float()
+        groups = _at_original_size(logits, images, targets.to(runtime.device), sizes, policy, windows, scorer)
+        for scored, truth in groups:
             if loss_fn is not None:
                 total_loss += loss_fn(scored, truth).item() * len(truth)
             pred = decide(scored, threshold)

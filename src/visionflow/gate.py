@@ -1,6 +1,7 @@
 """The promotion gate: is the candidate better than the champion on the same data, beyond the noise?
 
-Both models are scored now, on the current val split, each through its own packed preprocessing. Per-image
+Both models are scored now, on the same eval split (test where the data has one), each through its own packed
+preprocessing. Per-image
 scores (IoU per image for segmentation, correct/incorrect for classification) are paired by image; a paired
 bootstrap of the mean difference gives a confidence interval. The candidate is promoted only when the interval's
 lower bound exceeds ``min_delta`` and no class's IoU (classification: recall) drops by more than

@@ -373,6 +373,11 @@ class ClassWeights(_JsonFile, schema=1, made_by="balance", what="class weights",
     weights: tuple[float, ...]  # mean 1, 0 for absent classes
     mean_repeat_factor: float
 
+    def rare_ids(self) -> tuple[int, ...]:
+        """Ids of the classes present in train with less than an even share of it (1 / classes)."""
+        even = 1 / len(self.classes)
+        return tuple(i for i, share in enumerate(self.frequencies) if 0 < share < even)
+
     def rarest(self, count: int) -> list[str]:
         """The ``count`` classes with the fewest train pixels (images), rarest first."""
         order = sorted(zip(self.pixel_counts, self.classes, strict=True))
@@ -431,10 +436,12 @@ class ModelMeta(_HandOff, schema=2, made_by="train", what="model", where="weight
     classes: tuple[str, ...]
     ignore_index: int
     input_size: tuple[int, int] | None  # (height, width) images are brought to; None: their own size
-    input_policy: str  # resize | pad: how an image reaches input_size, and how logits go back to its size
+    input_policy: str  # resize | pad | window: how an image reaches input_size, and how logits go back to its size
     mean: tuple[float, float, float]  # per-channel normalisation of [0, 1] RGB
     std: tuple[float, float, float]
     threshold: float | None = None  # binary segmentation: sigmoid > threshold is foreground (chosen on val)
+    overlap: float = 0.5  # window policy: share of a window (input_size) its neighbour covers
+    flip: bool = False  # window policy: horizontal-flip test-time augmentation
     epoch: int = 0  # the epoch these weights are from (the best by `metric`)
     epochs: int = 0  # epochs trained in all
     metric: str = ""  # the val metric that chose the epoch, e.g. val_miou
@@ -502,12 +509,28 @@ class TrainingRun(_JsonFile, schema=1, made_by="train", what="MLflow run record"
 
 
 @dataclass(frozen=True)
-class EvaluationMetrics(_JsonFile, schema=1, made_by="evaluate", what="evaluation metrics", where="metrics"):
-    """The model's scores on val (``dvc metrics show`` reads this file): undefined scores are null."""
+class EvaluationMetrics(_JsonFile, schema=2, made_by="evaluate", what="evaluation metrics", where="metrics"):
+    """The model's scores on val, and on test where the data has one (``dvc metrics show`` reads this file):
+    undefined scores are null. Per split: the images scored and the classes absent from it (left out of the
+    means)."""
 
     val: dict[str, float | None]
-    absent_classes: tuple[str, ...] = ()  # classes with no val pixel (images): left out of the means
-    images: int = 0
+    test: dict[str, float | None] | None = None  # null: the data has no test split
+    images: dict[str, int] = field(default_factory=dict)
+    absent_classes: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("val",) if self.test is None else ("val", "test")
+
+    def scores(self, split: str) -> dict[str, float | None]:
+        """One split's figures; a split that was not scored is an error naming the file."""
+        if split not in self.splits:
+            raise MissingInput(
+                f"{self.what}: no '{split}' scores (evaluate scored {', '.join(self.splits)}; the data has "
+                f"no {split} split)"
+            )
+        return self.val if split == "val" else self.test  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -546,7 +569,7 @@ class GateResult:
 
 
 @dataclass(frozen=True)
-class GateDecision(_JsonFile, schema=1, made_by="register", what="gate decision", where="decision"):
+class GateDecision(_JsonFile, schema=2, made_by="register", what="gate decision", where="decision"):
     """What the promotion gate decided for a version, and why (register stage, ``visionflow promote``)."""
 
     model_name: str
@@ -557,11 +580,14 @@ class GateDecision(_JsonFile, schema=1, made_by="register", what="gate decision"
     champion_before: str | None
     reasons: tuple[str, ...]
     gate: GateResult | None = None
+    split: str | None = None  # the eval split both models were scored on; null: no comparison was made
     decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def report(self) -> list[str]:
         """The decision as console lines."""
         against = f"champion was v{self.champion_before}" if self.champion_before else "no champion before"
+        if self.gate is not None:
+            against += f"; both scored on {self.split}"
         return [f"{self.model_name} version {self.version} -> @{self.alias} ({against})"] + [
             f"  - {reason}" for reason in self.reasons
         ]

@@ -443,6 +443,10 @@ class Summary:
     sections: list[str] = field(default_factory=list)  # markdown blocks shown after the notes
 
 
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _stage_word(result: StageResult) -> str:
     return "ran" if result.ran else "restored from run-cache" if result.restored else "up to date"
 
@@ -466,11 +470,12 @@ def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> s
         lines.append(f"- drift: {drifted or 'within thresholds'}")
     evaluation = EvaluationMetrics.load_or_none(repo / EvaluationMetrics.path(paths))
     if evaluation:
-        metrics = evaluation.val
+        splits = evaluation.splits
+        scores = [evaluation.scores(split) for split in splits]
         headline = [k for k in ("miou", "mean_dice", "pixel_accuracy", "accuracy", "balanced_accuracy", "macro_f1")
-                    if metrics.get(k) is not None]  # fmt: skip
-        lines += ["", "## Val metrics", "", "| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {metrics[k]:.4f} |" for k in headline]
+                    if scores[0].get(k) is not None]  # fmt: skip
+        lines += ["", "## Metrics", "", "| metric | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+        lines += [f"| {k} | " + " | ".join(_figure(s.get(k)) for s in scores) + " |" for k in headline]
     decision = GateDecision.load_or_none(repo / GateDecision.path(paths))
     if decision:
         verb = "promoted to champion" if decision.promoted else f"kept as {decision.alias}"
@@ -480,7 +485,7 @@ def run_summary(repo: Path, summary: Summary, config: Config | None = None) -> s
         gate = decision.gate
         if gate:
             lines.append(
-                f"- mean {gate.metric} {gate.candidate_mean:.4f} vs {gate.champion_mean:.4f}, "
+                f"- {decision.split}: mean {gate.metric} {gate.candidate_mean:.4f} vs {gate.champion_mean:.4f}, "
                 f"difference {gate.mean_difference:+.4f}, {gate.confidence:.0%} CI "
                 f"[{gate.ci_low:+.4f}, {gate.ci_high:+.4f}] over {gate.images} images"
             )

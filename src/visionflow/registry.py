@@ -16,17 +16,26 @@ import numpy as np
 from visionflow import tracking
 from visionflow.config import Config
 from visionflow.data.dataset import DecodedCache
-from visionflow.errors import RegistryError
+from visionflow.errors import ConfigError, RegistryError
 from visionflow.gate import Scores, decide, score_predictions
 from visionflow.handoffs import AcceptedManifest, DatasetInfo, GateDecision, GateResult
 
-__all__ = ["ValSplit", "gate_and_alias", "load_val", "rollback", "score_version", "versions_table"]
+__all__ = [
+    "EvalSplit",
+    "gate_and_alias",
+    "gate_split",
+    "load_split",
+    "rollback",
+    "score_version",
+    "versions_table",
+]
 
 
 @dataclass(frozen=True)
-class ValSplit:
-    """The current eval split at original resolution: what both sides of the gate are scored on."""
+class EvalSplit:
+    """One eval split at original resolution: what both sides of the gate are scored on."""
 
+    split: str  # val | test
     ids: list[str]
     images: list[np.ndarray]
     truths: list[Any]  # masks (segmentation) or class ids (classification)
@@ -35,11 +44,24 @@ class ValSplit:
     task: str
 
 
-def load_val(config: Config) -> ValSplit:
-    """The accepted val rows, decoded (through the shared cache) at their original resolution."""
+def gate_split(config: Config, manifest: AcceptedManifest | None = None) -> str:
+    """The split the gate scores on: ``register.gate_split``, where auto is test when the data has one, else val
+    (the candidate's best epoch and threshold were chosen on val, so its val figures flatter it)."""
+    chosen = config.register_.gate_split
+    counts = (manifest or AcceptedManifest.read(config.paths)).per_split
+    if chosen == "auto":
+        return "test" if counts.get("test") else "val"
+    if not counts.get(chosen):
+        accepted = config.paths.accepted
+        raise ConfigError(f"register.gate_split is {chosen}, but {accepted} has no accepted {chosen} images")
+    return chosen
+
+
+def load_split(config: Config, split: str) -> EvalSplit:
+    """The accepted rows of ``split``, decoded (through the shared cache) at their original resolution."""
     paths = config.paths
     info = DatasetInfo.read(paths)
-    rows = AcceptedManifest.read(paths).split("val")
+    rows = AcceptedManifest.read(paths).split(split)
     segmentation = info.task == "segmentation"
     cache = DecodedCache.open(rows, paths.cache, info if segmentation else None)
     images = [np.asarray(cache.image(i)) for i in range(len(cache))]
@@ -47,27 +69,29 @@ def load_val(config: Config) -> ValSplit:
         truths: list[Any] = [np.asarray(cache.mask(i)) for i in range(len(cache))]
     else:
         truths = [int(v) for v in rows["label"]]
-    return ValSplit(rows["id"].astype(str).tolist(), images, truths, info.classes, info.ignore_index, info.task)
+    ids = rows["id"].astype(str).tolist()
+    return EvalSplit(split, ids, images, truths, info.classes, info.ignore_index, info.task)
 
 
-def score_version(config: Config, uri: str, val: ValSplit) -> Scores:
-    """Score a logged model (``models:/name/3``, ``models:/name@champion``) on ``val`` with its own preprocessing."""
+def score_version(config: Config, uri: str, data: EvalSplit) -> Scores:
+    """Score a logged model (``models:/name/3``, ``models:/name@champion``) on ``data`` with its own
+    preprocessing."""
     predictor = tracking.load_predictor(config, uri)
-    if tuple(predictor.meta.classes) != tuple(val.classes):
+    if tuple(predictor.meta.classes) != tuple(data.classes):
         raise RegistryError(
-            f"{uri} predicts classes {list(predictor.meta.classes)}; the eval split has {list(val.classes)}"
+            f"{uri} predicts classes {list(predictor.meta.classes)}; the {data.split} split has {list(data.classes)}"
         )
-    predictions = predictor.predict(val.images)
-    return score_predictions(predictions, val.truths, val.task, len(val.classes), val.ignore_index)
+    predictions = predictor.predict(data.images)
+    return score_predictions(predictions, data.truths, data.task, len(data.classes), data.ignore_index)
 
 
-def _gate(config: Config, name: str, candidate: str, champion: str, val: ValSplit) -> GateResult:
+def _gate(config: Config, name: str, candidate: str, champion: str, data: EvalSplit) -> GateResult:
     reg = config.register_
     return decide(
-        score_version(config, f"models:/{name}/{candidate}", val),
-        score_version(config, f"models:/{name}/{champion}", val),
-        val.classes,
-        val.task,
+        score_version(config, f"models:/{name}/{candidate}", data),
+        score_version(config, f"models:/{name}/{champion}", data),
+        data.classes,
+        data.task,
         reg.min_delta,
         reg.max_class_drop,
         reg.bootstrap_resamples,
@@ -76,8 +100,9 @@ def _gate(config: Config, name: str, candidate: str, champion: str, val: ValSpli
     )
 
 
-def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSplit | None = None) -> GateDecision:
-    """Compare ``version`` with the current champion on the current eval split and move the aliases."""
+def gate_and_alias(config: Config, version: str, force: bool = False, data: EvalSplit | None = None) -> GateDecision:
+    """Compare ``version`` with the current champion on the gate's split (``data``, else :func:`gate_split`
+    loaded) and move the aliases."""
     name = config.model_name
     tracking.model_version(config, name, version)  # a version that does not exist is named, not a crash
     champion = tracking.version_by_alias(config, name, "champion")
@@ -90,7 +115,8 @@ def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSp
     elif force:
         promoted, reasons = True, ("forced: the gate was not applied",)
     else:
-        gate = _gate(config, name, str(version), champion_version, val or load_val(config))
+        data = data or load_split(config, gate_split(config))
+        gate = _gate(config, name, str(version), champion_version, data)
         promoted, reasons = gate.promote, gate.reasons
     if promoted:
         if champion_version is not None:
@@ -102,8 +128,9 @@ def gate_and_alias(config: Config, version: str, force: bool = False, val: ValSp
     else:
         tracking.set_alias(config, name, "challenger", str(version))
     decision = GateDecision(
-        name, str(version), "champion" if promoted else "challenger", promoted, force, champion_version, reasons, gate
-    )
+        name, str(version), "champion" if promoted else "challenger", promoted, force, champion_version, reasons, gate,
+        None if gate is None or data is None else data.split,
+    )  # fmt: skip
     tracking.set_version_tags(config, name, str(version), _decision_tags(decision))
     decision.write(config.paths)
     return decision
@@ -122,6 +149,7 @@ def _decision_tags(decision: GateDecision) -> dict[str, str]:
             "gate.mean_difference": f"{gate.mean_difference:.6f}",
             "gate.ci": f"[{gate.ci_low:.6f}, {gate.ci_high:.6f}]",
             "gate.images": str(gate.images),
+            "gate.split": decision.split or "none",
         }
     return tags
 

@@ -35,13 +35,15 @@ from visionflow.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     apply_policy,
+    decide,
     pad_collate,
     restore_decide,
     size_groups,
 )
-from visionflow.engine import Runtime, resolve_precision
+from visionflow.engine import Runtime, resolve_precision, windowed
 from visionflow.errors import InputError
 from visionflow.handoffs import ModelMeta
+from visionflow.windows import Windows
 
 __all__ = [
     "Predictor",
@@ -170,8 +172,23 @@ class Predictor:
         with self.runtime.autocast():
             return self.model(self.runtime.images(batch)), sizes
 
+    @torch.inference_mode()
+    def _windowed(self, images: Sequence[np.ndarray], windows: Windows) -> list[np.ndarray]:
+        threshold = 0.5 if self.meta.threshold is None else self.meta.threshold
+        out = []
+        for image in images:
+            tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+            logits = windowed(self.model, self.runtime, tensor, windows)
+            out.append(decide(logits[None], threshold)[0].to(torch.uint8).cpu().numpy())
+        return out
+
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
-        """Per image: a uint8 (H, W) class-id mask at the image's own size, or a vector of class probabilities."""
+        """Per image: a uint8 (H, W) class-id mask at the image's own size, or a vector of class probabilities.
+        A model of the window policy scores each image by overlapping windows (``batch_size`` does not apply)."""
+        meta = self.meta
+        windows = Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip)
+        if windows is not None:
+            return self._windowed(images, windows)
         out: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             logits, sizes = self.logits(images[start : start + batch_size])

@@ -18,16 +18,39 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from visionflow.data.transforms import pad_to, round_up
 
-__all__ = ["Forward", "gaussian_weights", "sliding_window", "window_starts"]
+__all__ = ["Forward", "Windows", "gaussian_weights", "sliding_window", "window_starts"]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, h, w, 3) -> (B, C, h, w) logits
 
 SIGMA_SCALE = 1 / 8  # sigma of the blending Gaussian, as a share of the window side (nnU-Net's value)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How a model with the ``window`` input policy scores an image (the model's metadata carries it)."""
+
+    size: tuple[int, int]  # the window: the crop size the model was trained at
+    overlap: float = 0.5  # share of a window its neighbour covers
+    flip: bool = False  # horizontal-flip test-time augmentation
+
+    @classmethod
+    def of(cls, policy: str, size: Sequence[int] | None, overlap: float, flip: bool) -> Windows | None:
+        """The windows of a ``window``-policy input, None for any other policy."""
+        if policy != "window":
+            return None
+        if size is None:
+            raise ValueError("input policy 'window' needs a size (the window)")
+        return cls((int(size[0]), int(size[1])), float(overlap), bool(flip))
+
+    def logits(self, forward: Forward, image: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """(C, H, W) logits of one uint8 (H, W, 3) image (:func:`sliding_window` with these settings)."""
+        return sliding_window(forward, image, self.size, self.overlap, batch_size, self.flip)
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:

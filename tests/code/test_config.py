@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from visionflow.config import Config, ConfigError, PathsConfig, load_config
+from visionflow.config import EVAL_SPLITS, Config, ConfigError, PathsConfig, load_config
 
 
 def test_repository_params_build_every_section() -> None:
@@ -107,11 +107,7 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.run_info,
         paths.history,
         paths.metrics,
-        paths.per_class,
-        paths.confusion_matrix,
-        paths.per_image,
-        paths.overlays_best,
-        paths.overlays_worst,
+        *(paths.evaluated(split).root for split in EVAL_SPLITS),
         paths.registration,
         paths.decision,
     }

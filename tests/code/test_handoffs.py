@@ -47,7 +47,7 @@ JSON_FILES = [
     ),
     ClassWeights("median_frequency", "repeat_factor", ("a", "b"), (90, 10), (0.9, 0.1), (0.2, 1.8), 1.25),
     TrainingRun("abc123", "1", "sqlite:///mlflow.db"),
-    EvaluationMetrics({"miou": 0.5, "iou_b": None}, ("c",), 12),
+    EvaluationMetrics({"miou": 0.5, "iou_b": None}, {"miou": 0.4}, {"val": 12, "test": 9}, {"val": ["c"], "test": []}),
     Registration("m", "3", "challenger", "val_miou", 0.5, "2", False, ("lower bound not above 0",)),
     GateDecision(
         "m",
@@ -58,6 +58,7 @@ JSON_FILES = [
         "2",
         ("lower bound not above 0",),
         GateResult(False, ("lower bound",), "per-image IoU", 12, 0.5, 0.49, 0.01, -0.02, 0.04, 0.95, {"b": -0.01}),
+        "test",
     ),
 ]
 

@@ -50,7 +50,7 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
         "data/balance/class_weights.json",
         "data/model/model.pt",
         "data/model/checkpoint.pt",
-        "data/evaluation/confusion_matrix.png",
+        "data/evaluation/val/confusion_matrix.png",
     ):
         assert (project / path).is_file(), path
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
@@ -90,7 +90,7 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
         "validation/report.md",
         "training/history.csv",
         "evaluation/metrics.json",
-        "evaluation/confusion_matrix.png",
+        "evaluation/val/confusion_matrix.png",
     ):
         assert (local / artifact).is_file(), artifact
 
@@ -141,7 +141,7 @@ def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path
     curve = plots["Training loss"][0]["content"]["data"]["values"]
     assert len(curve) == 2 * 2, "train and val loss for each of the 2 epochs"
     assert any(name.endswith("confusion_matrix.png") for name in plots)
-    assert {"data/balance/class_distribution.csv", "data/evaluation/per_class.csv"} <= set(plots)
+    assert {"data/balance/class_distribution.csv", "IoU per class (val)"} <= set(plots)
     score = next(name for name in plots if name.startswith("Val score"))
     assert len(plots[score][0]["content"]["data"]["values"]) == 2, "one val score per epoch"
 

@@ -99,7 +99,7 @@ def test_pipeline_against_a_real_tracking_server_and_serving(
     assert len(client.search_runs([experiment.experiment_id])) == 1, "no half-logged run from the failed attempt"
     assert registered.alias == "champion" and not (workdir / "mlflow.db").exists(), "nothing went to a local store"
 
-    image = registry.load_val(config).images[0]
+    image = registry.load_split(config, "val").images[0]
     incoming = workdir / "incoming"
     incoming.mkdir()
     Image.fromarray(image).save(incoming / "frame.png")

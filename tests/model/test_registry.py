@@ -116,7 +116,7 @@ def test_pyfunc_takes_base64_or_arrays_and_matches_predict(trained: tuple[Config
     uri = f"models:/{config.model_name}/{registered.version}"
     images = workdir / "incoming"
     images.mkdir()
-    val = registry.load_val(config)
+    val = registry.load_split(config, "val")
     for i in range(3):
         Image.fromarray(val.images[i]).save(images / f"img_{i}.png")
     (images / "broken.png").write_bytes(b"not a png")
@@ -180,7 +180,7 @@ def test_a_version_registered_before_the_metadata_carried_preprocessing_still_lo
 
     loaded = mlflow.pyfunc.load_model(f"models:/{name}/1").unwrap_python_model().predictor
     assert (loaded.meta.input_policy, loaded.meta.input_size, loaded.meta.classes) == ("resize", None, meta.classes)
-    val = registry.load_val(config)
+    val = registry.load_split(config, "val")
     current = registry.score_version(config, f"models:/{name}/1", val)
     assert len(current.per_image) == len(val.ids) and not np.isnan(current.per_image).all()
 

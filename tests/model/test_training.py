@@ -61,10 +61,12 @@ def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:
     result = evaluate_stage.run(tiny_config)
     report = json.loads(tiny_config.paths.metrics.read_text())
     assert abs(report["val"]["miou"] - result.val["miou"]) < 1e-6
-    assert tiny_config.paths.confusion_matrix.stat().st_size > 1000
-    per_image = pd.read_csv(tiny_config.paths.per_image)
-    assert len(per_image) == report["images"] and per_image["miou"].between(0, 1).all()
-    assert tiny_config.paths.overlays_best.is_file() and tiny_config.paths.overlays_worst.is_file()
+    val = tiny_config.paths.evaluated("val")
+    assert val.confusion_matrix.stat().st_size > 1000
+    per_image = pd.read_csv(val.per_image)
+    assert len(per_image) == report["images"]["val"] and per_image["miou"].between(0, 1).all()
+    assert val.overlays_best.is_file() and val.overlays_worst.is_file()
+    assert report["test"] is None and (tiny_config.paths.evaluated("test").root / "README.md").is_file()
     registered = register.run(tiny_config)
     assert registered.alias == "champion" and registered.version == "1"
 
@@ -106,8 +108,8 @@ def test_quarantined_files_never_reach_training(workdir: Path, camvid_like: Call
     }
     assert rows == {"train": 7, "val": 4}, "the run's datasets are the accepted rows of each split"
     evaluated = evaluate_stage.run(config)
-    per_image = pd.read_csv(config.paths.per_image)
-    assert evaluated.images == 4 and per_image["id"].tolist() == [f"frame_{i:03d}" for i in range(8, 12)]
+    per_image = pd.read_csv(config.paths.evaluated("val").per_image)
+    assert evaluated.images == {"val": 4} and per_image["id"].tolist() == [f"frame_{i:03d}" for i in range(8, 12)]
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import io
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from visionflow.data.masks import read_mask
-from visionflow.data.transforms import Augment, apply_policy
+from visionflow.data.transforms import Augment, apply_policy, crop_around
 from visionflow.handoffs import DatasetInfo
 
 try:  # a faster PNG decoder; PIL decodes everything without it
@@ -215,12 +215,15 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         augment: Augment | None = None,
         seed: int = 0,
         original_masks: bool = False,
+        rare: Sequence[int] = (),
+        rare_share: float = 0.0,
     ) -> None:
         self.ids = rows["id"].astype(str).tolist()
         self.cache = cache
         self.labels = labels
         self.policy, self.size, self.ignore_index = policy, size, ignore_index
         self.augment, self.seed, self.original_masks = augment, seed, original_masks
+        self.rare, self.rare_share = tuple(rare), rare_share  # crop policy: crops centred on these classes
         self.generator = torch.Generator().manual_seed(seed)
 
     def set_epoch(self, epoch: int, rank: int = 0) -> None:
@@ -235,13 +238,23 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         height, width = image.shape[:2]
         mask = None if self.labels is not None else torch.from_numpy(self.cache.mask(index).astype(np.int64))
         random = self.generator if self.augment is not None else None
-        image, moved = apply_policy(image, mask, self.policy, self.size, self.ignore_index, random)
+        if self._rare_crop(random, mask):
+            assert mask is not None and self.size is not None and random is not None
+            image, moved = crop_around(image, mask, self.size, self.rare, self.ignore_index, random)
+        else:
+            image, moved = apply_policy(image, mask, self.policy, self.size, self.ignore_index, random)
         if self.augment is not None:
             image, moved = self.augment(image, moved, self.ignore_index, self.generator)
         sizes = torch.tensor([image.shape[0], image.shape[1], height, width])
         if self.labels is not None:
             return image, torch.tensor(int(self.labels[index])), sizes
         return image, (mask if self.original_masks else moved), sizes
+
+    def _rare_crop(self, random: torch.Generator | None, mask: torch.Tensor | None) -> bool:
+        """Whether this training crop is to be centred on a rare class (drawn with ``rare_share``)."""
+        if self.policy != "crop" or random is None or mask is None or not self.rare or self.rare_share <= 0:
+            return False
+        return float(torch.rand((), generator=random)) < self.rare_share
 
 
 class EpochSampler(Sampler[int]):

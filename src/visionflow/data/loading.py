@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
@@ -16,9 +17,12 @@ from visionflow.handoffs import DatasetInfo
 __all__ = ["ShardSampler", "make_dataset", "make_loader"]
 
 
-def make_dataset(config: Config, info: DatasetInfo, rows: pd.DataFrame, spec: InputConfig, train: bool) -> ImageDataset:
-    """Training items (augmented, seeded, at ``spec``'s size) or evaluation items (``spec``'s size with the original
-    masks as targets, since segmentation is scored at the original resolution)."""
+def make_dataset(
+    config: Config, info: DatasetInfo, rows: pd.DataFrame, spec: InputConfig, train: bool, rare: Sequence[int] = ()
+) -> ImageDataset:
+    """Training items (augmented, seeded, at ``spec``'s size; crops centred on the ``rare`` classes at
+    ``train.rare_crops``) or evaluation items (``spec``'s size with the original masks as targets, since
+    segmentation is scored at the original resolution)."""
     classification = info.task == "classification"
     cache = DecodedCache.open(rows, config.paths.cache, None if classification else info)
     labels = rows["label"].to_numpy(dtype=np.int64) if classification else None
@@ -37,6 +41,8 @@ def make_dataset(config: Config, info: DatasetInfo, rows: pd.DataFrame, spec: In
         augment=augment,
         seed=seed,
         original_masks=not train,
+        rare=rare if train else (),
+        rare_share=config.train.rare_crops if train else 0.0,
     )
 
 

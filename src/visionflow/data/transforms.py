@@ -115,14 +115,17 @@ def apply_policy(
     ignore_index: int,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Bring one sample to the model's input size. ``crop`` is random with a generator, centred without one."""
+    """Bring one sample to the model's input size. ``crop`` is random with a generator, centred without one;
+    ``window`` leaves the image as it is (it is scored window by window, :mod:`visionflow.windows`)."""
+    if policy == "window":
+        return image, mask
     if policy == "resize":
         return resize(image, mask, size) if size is not None else (image, mask)
     target = size if size is not None else (round_up(image.shape[0]), round_up(image.shape[1]))
     if policy == "pad":
         return pad_to(image, mask, target, ignore_index)
     if policy != "crop":
-        raise ValueError(f"unknown input policy '{policy}'; choose resize, pad or crop")
+        raise ValueError(f"unknown input policy '{policy}'; choose resize, pad, crop or window")
     image, mask = pad_to(image, mask, target, ignore_index)
     spare_h, spare_w = image.shape[0] - int(target[0]), image.shape[1] - int(target[1])
     if generator is None:

@@ -9,7 +9,7 @@ STAGES: dict[str, str] = {
     "validate": "Check the manifest with Great Expectations; stop on bad data, naming the files.",
     "balance": "Class frequencies of the train split (pixels, or images for classification) and class weights.",
     "train": "Train the model (DDP under torchrun); opens the MLflow run for it.",
-    "evaluate": "Score the model on the val split: metrics, per-class scores, confusion matrix, panels.",
+    "evaluate": "Score the model on val (and test): metrics, per-class scores, confusion matrix, panels.",
     "register": "Log and register the model in MLflow; alias champion or challenger.",
 }
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)

@@ -1,19 +1,25 @@
-"""evaluate: score the trained model on the val split; metrics for `dvc metrics`, plots for people.
+"""evaluate: score the trained model on val, and on test where the data has one; metrics for `dvc metrics`, plots
+for people.
 
 Images reach the model as its metadata says (the input size, policy and normalisation train decided); segmentation
-is scored at each mask's original resolution, binary models with the threshold stored with them. Both tasks write
-metrics.json, per_class.csv, per_image.csv (each image's scores, and for classification its actual and predicted
-class: for comparing models image by image), a normalised confusion matrix and best/worst panels.
+is scored at each mask's original resolution, binary models with the threshold stored with them. The splits are
+scored apart and nothing here feeds back into a choice: train picked the best epoch and the threshold on val, so
+the test figures are the unbiased ones. metrics.json holds both splits; each split's folder holds per_class.csv,
+per_image.csv (each image's scores, and for classification its actual and predicted class: for comparing models
+image by image), a normalised confusion matrix and best/worst panels.
 """
 
 from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
 from visionflow import tracking
-from visionflow.config import Config, InputConfig
+from visionflow.config import EVAL_SPLITS, Config, EvaluatedSplit, InputConfig
 from visionflow.data.dataset import ImageDataset
 from visionflow.data.loading import make_dataset, make_loader
 from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision
@@ -22,6 +28,7 @@ from visionflow.handoffs import AcceptedManifest, DatasetInfo, EvaluationMetrics
 from visionflow.metrics import absent_classes, per_class_table, per_image_scores, task_metrics
 from visionflow.models import load_model
 from visionflow.plots import plot_confusion_matrix, plot_examples, plot_overlays
+from visionflow.windows import Windows
 
 __all__ = ["run"]
 
@@ -50,14 +57,15 @@ class _Collector:
 
 
 def _segmentation_panels(
-    config: Config, dataset: ImageDataset, collected: _Collector, per_image: pd.DataFrame, info: DatasetInfo
-) -> None:
-    """Overlay panels of the N best and the N worst val images by per-image mIoU, at original resolution."""
+    config: Config, files: EvaluatedSplit, dataset: ImageDataset, collected: _Collector, per_image: pd.DataFrame,
+    info: DatasetInfo,
+) -> None:  # fmt: skip
+    """Overlay panels of the N best and the N worst images by per-image mIoU, at original resolution."""
     count = min(config.evaluate.overlays, len(per_image))
     ranked = per_image["miou"].fillna(-1).sort_values(kind="stable")
     for order, path, label in (
-        (ranked.index[::-1][:count], config.paths.overlays_best, "best"),
-        (ranked.index[:count], config.paths.overlays_worst, "worst"),
+        (ranked.index[::-1][:count], files.overlays_best, "best"),
+        (ranked.index[:count], files.overlays_worst, "worst"),
     ):
         samples = [
             (
@@ -69,17 +77,20 @@ def _segmentation_panels(
             )
             for i in order
         ]
-        plot_overlays(samples, info.classes, info.ignore_index, path, title=f"{count} {label} val images by mIoU")
+        title = f"{count} {label} {files.split} images by mIoU"
+        plot_overlays(samples, info.classes, info.ignore_index, path, title=title)
 
 
-def _classification_panels(config: Config, dataset: ImageDataset, per_image: pd.DataFrame, info: DatasetInfo) -> None:
+def _classification_panels(
+    config: Config, files: EvaluatedSplit, dataset: ImageDataset, per_image: pd.DataFrame
+) -> None:
     """The most confident right answers, and the wrong answers ranked by confidence (the worst mistakes)."""
     count = max(1, config.evaluate.overlays) * 2
     right = per_image[per_image["correct"] == 1].sort_values("confidence", ascending=False, kind="stable")
     wrong = per_image[per_image["correct"] == 0].sort_values("confidence", ascending=False, kind="stable")
     for chosen, path, label in (
-        (right.index[:count], config.paths.overlays_best, "most confident correct"),
-        (wrong.index[:count], config.paths.overlays_worst, "most confident wrong"),
+        (right.index[:count], files.overlays_best, "most confident correct"),
+        (wrong.index[:count], files.overlays_worst, "most confident wrong"),
     ):
         samples = [
             (
@@ -91,7 +102,7 @@ def _classification_panels(config: Config, dataset: ImageDataset, per_image: pd.
             )
             for i in chosen
         ]
-        plot_examples(samples, path, title=f"{len(samples)} {label} val images")
+        plot_examples(samples, path, title=f"{len(samples)} {label} {files.split} images")
 
 
 def _load(config: Config, info: DatasetInfo) -> tuple[torch.nn.Module, ModelMeta, Runtime]:
@@ -125,14 +136,23 @@ def _per_image_table(task: str, collected: _Collector, dataset: ImageDataset, ro
     return table[["id", "image_path", "actual", "predicted", "correct", "confidence"]]
 
 
-def run(config: Config) -> EvaluationMetrics:
-    tracking.ensure_reachable(config)
-    paths = config.paths
-    info = DatasetInfo.read(paths)
-    rows = AcceptedManifest.read(paths).split("val")
-    training_run = TrainingRun.read(paths)
-    model, meta, runtime = _load(config, info)
+@dataclass(frozen=True)
+class _Scored:
+    """One split's figures, as metrics.json and MLflow take them."""
+
+    metrics: dict[str, float]
+    absent: tuple[str, ...]
+    images: int
+    headline: str
+
+
+def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn.Module, meta: ModelMeta,
+                 runtime: Runtime, info: DatasetInfo) -> _Scored:  # fmt: skip
+    """Score one split and write its folder: tables, confusion matrix, best/worst panels."""
     task = meta.task
+    files = config.paths.evaluated(split)
+    shutil.rmtree(files.root, ignore_errors=True)  # evaluate's own folder: nothing stale from an earlier run stays
+    files.root.mkdir(parents=True)
     dataset = make_dataset(config, info, rows, InputConfig(size=meta.input_size, policy=meta.input_policy), False)
     threshold = 0.5 if meta.threshold is None else meta.threshold
     collected = _Collector(task, len(info.classes), info.ignore_index)
@@ -146,33 +166,59 @@ def run(config: Config) -> EvaluationMetrics:
         meta.input_policy,
         threshold,
         on_batch=collected,
+        windows=Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip),
     )
     metrics = task_metrics(task, result.confusion, info.classes)
     metrics["images_per_second"] = result.images_per_second
     if meta.threshold is not None:
         metrics["threshold"] = threshold
-
-    paths.evaluation.mkdir(parents=True, exist_ok=True)
-    report = EvaluationMetrics(_rounded(metrics), tuple(absent_classes(result.confusion, info.classes)), len(rows))
-    report.write(paths)
-    pd.DataFrame(per_class_table(result.confusion, info.classes)).to_csv(paths.per_class, index=False)
+    pd.DataFrame(per_class_table(result.confusion, info.classes)).to_csv(files.per_class, index=False)
     per_image = _per_image_table(task, collected, dataset, rows, info.classes)
-    per_image.to_csv(paths.per_image, index=False)
+    per_image.to_csv(files.per_image, index=False)
     if task == "classification":
-        _classification_panels(config, dataset, per_image, info)
+        _classification_panels(config, files, dataset, per_image)
         headline = f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
     else:
-        _segmentation_panels(config, dataset, collected, per_image, info)
+        _segmentation_panels(config, files, dataset, collected, per_image, info)
         headline = f"mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}"
-    plot_confusion_matrix(result.confusion.numpy(), info.classes, paths.confusion_matrix, title=f"val: {headline}")
+    plot_confusion_matrix(result.confusion.numpy(), info.classes, files.confusion_matrix, title=f"{split}: {headline}")
+    return _Scored(metrics, tuple(absent_classes(result.confusion, info.classes)), len(rows), headline)
+
+
+def run(config: Config) -> EvaluationMetrics:
+    tracking.ensure_reachable(config)
+    paths = config.paths
+    info = DatasetInfo.read(paths)
+    manifest = AcceptedManifest.read(paths)
+    training_run = TrainingRun.read(paths)
+    model, meta, runtime = _load(config, info)
+    splits = [split for split in EVAL_SPLITS if split == "val" or manifest.per_split.get(split)]
+    scored = {split: _score_split(config, split, manifest.split(split), model, meta, runtime, info) for split in splits}
+    for split in EVAL_SPLITS:
+        if split not in scored:  # the folder is a DVC output: it says why it is empty
+            files = paths.evaluated(split)
+            shutil.rmtree(files.root, ignore_errors=True)
+            files.root.mkdir(parents=True)
+            note = f"The data has no {split} split; evaluate scored {', '.join(splits)}.\n"
+            (files.root / "README.md").write_text(note, encoding="utf-8")
+    report = EvaluationMetrics(
+        _rounded(scored["val"].metrics),
+        _rounded(scored["test"].metrics) if "test" in scored else None,
+        {split: s.images for split, s in scored.items()},
+        {split: list(s.absent) for split, s in scored.items()},
+    )
+    report.write(paths)
 
     with tracking.open_run(config, training_run):
-        tracking.log_metrics({f"val_{k}": v for k, v in metrics.items()})
-        for path in (paths.metrics, paths.per_class, paths.per_image, paths.confusion_matrix, paths.overlays_best,
-                     paths.overlays_worst):  # fmt: skip
-            tracking.log_artifact(path, "evaluation")
-    print(f"evaluate: val {headline} on {len(rows)} images -> {paths.metrics}")
-    _print_per_class(task, metrics, info.classes)
+        for split, s in scored.items():
+            tracking.log_metrics({f"{split}_{k}": v for k, v in s.metrics.items()})
+            for path in paths.evaluated(split).files:
+                tracking.log_artifact(path, f"evaluation/{split}")
+        tracking.log_artifact(paths.metrics, "evaluation")
+    for split, s in scored.items():
+        print(f"evaluate: {split} {s.headline} on {s.images} images")
+        _print_per_class(meta.task, s.metrics, info.classes)
+    print(f"evaluate: -> {paths.metrics}, {', '.join(str(paths.evaluated(split).root) for split in scored)}")
     return report
 
 

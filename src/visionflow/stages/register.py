@@ -1,6 +1,7 @@
 """register: log the self-contained pyfunc, register a version with its lineage, and run the promotion gate.
 
-The new version and the current champion are both scored on the current val split; the candidate becomes
+The new version and the current champion are both scored now on the gate's split (``register.gate_split``:
+test where the data has one, else val); the candidate becomes
 ``champion`` (the old one ``previous``) only when the paired bootstrap says it is better beyond ``min_delta``
 and no class regresses by more than ``max_class_drop``; otherwise it becomes ``challenger``. The first version
 of a model is champion without a comparison.
@@ -27,7 +28,7 @@ from visionflow import tracking
 from visionflow.config import Config
 from visionflow.errors import ConfigError
 from visionflow.handoffs import EvaluationMetrics, ModelMeta, Registration, TrainingRun, ValidationSummary
-from visionflow.registry import gate_and_alias, load_val
+from visionflow.registry import gate_and_alias, gate_split, load_split
 from visionflow.serving import Predictor, VisionflowPyfunc, to_frame
 
 __all__ = ["lineage_tags", "run"]
@@ -64,8 +65,9 @@ def _params_hash(lock: Path = Path("dvc.lock")) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def lineage_tags(config: Config, run_id: str, metrics: dict[str, Any]) -> dict[str, str]:
-    """Where the model comes from: run, commit, data and params hashes, validation result, flow run, metrics."""
+def lineage_tags(config: Config, run_id: str, evaluation: EvaluationMetrics) -> dict[str, str]:
+    """Where the model comes from: run, commit, data and params hashes, validation result, flow run, and the
+    headline metrics of every split evaluate scored."""
     validation = ValidationSummary.read(config.paths).headline()
     headline = (
         ("miou", "pixel_accuracy", "mean_dice")
@@ -81,12 +83,14 @@ def lineage_tags(config: Config, run_id: str, metrics: dict[str, Any]) -> dict[s
         "prefect_flow_run_id": os.environ.get("VISIONFLOW_FLOW_RUN_ID", "none"),
         "task": config.project.task,
     }
-    tags |= {f"val_{k}": f"{metrics[k]:.6f}" for k in headline if metrics.get(k) is not None}
+    for split in evaluation.splits:
+        scores = evaluation.scores(split)
+        tags |= {f"{split}_{k}": f"{scores[k]:.6f}" for k in headline if scores.get(k) is not None}
     return tags
 
 
 def _example(image: Any) -> pd.DataFrame:
-    """One val image as a client sends it: a base64 PNG in the ``image`` column."""
+    """One eval image as a client sends it: a base64 PNG in the ``image`` column."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode("ascii")]})
@@ -97,7 +101,8 @@ def run(config: Config) -> Registration:
     paths = config.paths
     metric_name = config.register_.metric or f"val_{config.primary_metric}"
     name = config.model_name
-    metrics = EvaluationMetrics.read(paths).val
+    evaluation = EvaluationMetrics.read(paths)
+    metrics = evaluation.val
     value = metrics.get(metric_name.removeprefix("val_"))
     if value is None:
         raise ConfigError(
@@ -105,15 +110,15 @@ def run(config: Config) -> Registration:
         )
     meta = ModelMeta.read(paths)
     training_run = TrainingRun.read(paths)
-    val = load_val(config)
-    example = _example(val.images[0])
-    output = to_frame(meta, Predictor.from_file(paths.weights).predict(val.images[:1]))  # what the pyfunc answers
+    data = load_split(config, gate_split(config))
+    example = _example(data.images[0])
+    output = to_frame(meta, Predictor.from_file(paths.weights).predict(data.images[:1]))  # what the pyfunc answers
     with tracking.open_run(config, training_run):
         version = tracking.log_pyfunc_version(
             VisionflowPyfunc(), {"weights": paths.weights}, example, output, name, _requirements(), meta.describe()
         )
-        tracking.set_version_tags(config, name, version, lineage_tags(config, training_run.run_id, metrics))
-    decision = gate_and_alias(config, version, val=val)
+        tracking.set_version_tags(config, name, version, lineage_tags(config, training_run.run_id, evaluation))
+    decision = gate_and_alias(config, version, data=data)
     result = Registration(
         name, version, decision.alias, metric_name, float(value), decision.champion_before, decision.promoted,
         decision.reasons,

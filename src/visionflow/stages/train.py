@@ -43,6 +43,7 @@ from visionflow.handoffs import (
 from visionflow.losses import create_loss
 from visionflow.metrics import best_threshold, task_metrics, threshold_counts
 from visionflow.models import create_model, is_binary, load_model, save_model, update_meta
+from visionflow.windows import Windows
 
 __all__ = ["run", "seed_everything"]
 
@@ -112,6 +113,7 @@ class _Session:
     splits: dict[str, pd.DataFrame]  # the accepted train and val rows
     primary: str  # the val metric that picks the best epoch (Config.primary_metric)
     policy: str  # how val logits map back to the original masks
+    windows: Windows | None  # the window policy's windows (a model trained on crops)
 
 
 def _schedule(
@@ -143,7 +145,7 @@ def _build(config: Config, dist: Dist) -> _Session:
 
     def datasets() -> tuple[ImageDataset, ImageDataset]:
         return (
-            make_dataset(config, info, train_rows, train_cfg.input, train=True),
+            make_dataset(config, info, train_rows, train_cfg.input, train=True, rare=balance.rare_ids()),
             make_dataset(config, info, val_rows, config.eval_input, train=False),
         )
 
@@ -185,6 +187,7 @@ def _build(config: Config, dist: Dist) -> _Session:
         {"train": train_rows, "val": val_rows},
         config.primary_metric,
         config.eval_input.policy,
+        Windows.of(config.eval_input.policy, config.eval_input.size, config.evaluate.overlap, config.evaluate.flip),
     )
 
 
@@ -194,6 +197,7 @@ def _fingerprint(config: Config) -> str:
         "model": config.model.model_dump(),
         "train": config.train.model_dump(exclude={"num_threads"}),
         "evaluate.input": config.eval_input.model_dump(),  # val scores pick the best epoch
+        "evaluate.windows": [config.evaluate.overlap, config.evaluate.flip],
         "world_size": from_env().world,  # the epoch samples and the schedule's length depend on it
     }
     return fingerprint(parts, [config.paths.accepted, config.paths.class_weights, config.paths.sample_weights])
@@ -319,6 +323,8 @@ def _model_meta(config: Config, session: _Session, epoch: int, score: float) -> 
         ignore_index=info.ignore_index,
         input_size=spec.size,
         input_policy=spec.policy,
+        overlap=config.evaluate.overlap,
+        flip=config.evaluate.flip,
         mean=IMAGENET_MEAN,  # the statistics smp and timm encoders expect
         std=IMAGENET_STD,
         epoch=epoch,
@@ -343,7 +349,7 @@ def _choose_threshold(config: Config, session: _Session) -> float:
 
     ignore = session.info.ignore_index
     loader = make_loader(session.val_loader.dataset, config.evaluate.batch_size)  # the whole val split
-    evaluate(model, loader, None, 2, ignore, session.runtime, session.policy, on_batch=collect)
+    evaluate(model, loader, None, 2, ignore, session.runtime, session.policy, on_batch=collect, windows=session.windows)
     tau, dice = best_threshold(np.sum(counts, axis=0))
     update_meta(config.paths.weights, threshold=tau)
     tracking.log_metrics({"train/threshold": tau, "train/threshold_val_dice": dice})
@@ -376,6 +382,7 @@ def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict
         session.info.ignore_index,
         session.runtime,
         session.policy,
+        windows=session.windows,
     )
     dist = session.dist
     confusion = dist.sum(val.confusion)
