@@ -1,0 +1,293 @@
+"""The planner's rules: from the train split's fingerprint, the machine's measured speed and a wall-clock budget
+to the input size and policy, the batch, the learning rate, the epochs and the crop settings, each with its
+reason in words. Pure functions over small records: the plan stage measures and writes, this decides.
+
+The rules (``../shared/PLANNING.md`` has the sources; each is to be checked by measurement):
+
+1. **Scale floor.** A decoder's finest semantic level has stride 8, so an object narrower than about 8 px at the
+   scale the model sees it is lost. For every class present in at least 1% of the train images, the scale at
+   which its median object width (:mod:`~visionflow.planning.fingerprint`) is 8 px; the largest of these bounds
+   how far images may shrink (never below it, never above 1: nothing is enlarged).
+2. **Whole image or crops.** The largest whole-image size between the floor and full resolution (each side a
+   multiple of 32, the median aspect) at which ``TARGET_EPOCHS`` fit the budget; where none does, crops at full
+   resolution, as large as lets ``TARGET_EPOCHS`` fit (no smaller than ``MIN_CROP``), scored by sliding windows,
+   a third of them centred on a rare class.
+3. **Batch.** The smallest measured batch that reaches 90% of the best measured images per second at the planned
+   size, clamped to [2, 5% of the train images].
+4. **Learning rate.** ``REFERENCE_LR`` at ``REFERENCE_BATCH``, scaled by the square root of the batch ratio
+   (AdamW).
+5. **Epochs.** As many as the budget holds at the measured step and validation times, at least one: the one-cycle
+   schedule then decays to zero exactly at the end of the budget.
+
+A value pinned in params is kept; the others are planned around it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from visionflow.planning.fingerprint import DataPrint
+
+__all__ = [
+    "PLANNED_KEYS",
+    "Decision",
+    "Machine",
+    "Plan",
+    "Rate",
+    "plan",
+    "scale_floor",
+]
+
+FINEST_STRIDE_PX = 8  # rule 1: the narrowest object width a stride-8 decoder level resolves
+PRESENT_SHARE = 0.01  # rule 1: classes in at least this share of the train images bound the scale
+TARGET_EPOCHS = 20  # rule 2: the epochs a size must leave in the budget
+MIN_CROP = 128  # rule 2: the smallest crop side (context a crop must keep)
+BATCH_SHARE = 0.9  # rule 3: the share of the peak images per second a batch must reach
+MAX_BATCH_SHARE = 0.05  # rule 3: a batch holds at most this share of the train images
+REFERENCE_LR, REFERENCE_BATCH = 3e-3, 16  # rule 4: AdamW, one-cycle, as tuned on the built-in data
+RARE_CROPS = 1 / 3  # rule 2: the share of crops centred on a rare class (nnU-Net's foreground share)
+PLANNED_KEYS = ("train.input", "train.batch_size", "train.lr", "train.epochs", "train.rare_crops")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One measurement: training steps at this input size and batch, and validation at this size."""
+
+    height: int
+    width: int
+    batch: int
+    train_images_per_second: float
+    eval_images_per_second: float
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the plan depends on about the machine: its kind (the plan is cached per kind) and its speed."""
+
+    kind: str  # e.g. "cpu: Intel Xeon, 2 cores, bf16" or "cuda: NVIDIA H200"
+    rates: tuple[Rate, ...]
+
+    def seconds_per_image(self, height: int, width: int, batch: int | None = None) -> tuple[float, float]:
+        """(train, eval) seconds per image at this size: from the measurement nearest in pixels (at ``batch``, or
+        the best batch), scaled by the pixel ratio (convolution cost grows with the pixels)."""
+        pool = [r for r in self.rates if batch is None or r.batch == batch] or list(self.rates)
+        nearest = min(pool, key=lambda r: (abs(math.log(r.pixels / (height * width))), -r.train_images_per_second))
+        if batch is None:  # the best batch measured at that size
+            same = [r for r in pool if r.pixels == nearest.pixels]
+            nearest = max(same, key=lambda r: r.train_images_per_second)
+        ratio = height * width / nearest.pixels
+        return ratio / nearest.train_images_per_second, ratio / nearest.eval_images_per_second
+
+
+@dataclass(frozen=True)
+class Decision:
+    key: str  # the params key, e.g. train.batch_size
+    value: Any
+    reason: str
+    pinned: bool = False  # set in params: kept as it is
+
+
+@dataclass(frozen=True)
+class Plan:
+    decisions: tuple[Decision, ...]
+    budget_minutes: float
+    estimated_minutes: float  # training with its validation passes, at the measured speed
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def value(self, key: str) -> Any:
+        return next(d.value for d in self.decisions if d.key == key)
+
+    def overrides(self) -> dict[str, Any]:
+        """The planned values as dotted params overrides (what train runs with)."""
+        return {d.key: d.value for d in self.decisions}
+
+    def table(self) -> str:
+        """The decisions as a Markdown table, one reason each."""
+        rows = ["| key | value | why |", "|---|---|---|"]
+        for d in self.decisions:
+            rows.append(f"| `{d.key}` | `{_show(d.value)}` | {'pinned in params' if d.pinned else d.reason} |")
+        return "\n".join(rows)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _round32(value: float) -> int:
+    return max(32, 32 * math.ceil(value / 32 - 1e-9))
+
+
+def scale_floor(data: DataPrint) -> tuple[float, str]:
+    """Rule 1: the smallest scale that keeps every common class's median object at least 8 px wide, and why."""
+    bounds = [
+        (FINEST_STRIDE_PX / c.width_p50, c)
+        for c in data.classes
+        if c.image_share >= PRESENT_SHARE and c.width_p50 is not None and c.width_p50 > 0
+    ]
+    if not bounds:
+        return 1.0, "no class has objects to measure: full resolution"
+    need, bound = max(bounds, key=lambda b: b[0])
+    if need >= 1:
+        return 1.0, (
+            f"{bound.name}'s median object is {bound.width_p50:.1f} px wide at full resolution (under "
+            f"{FINEST_STRIDE_PX} px would be lost at stride 8): no shrinking"
+        )
+    return need, (
+        f"{bound.name}'s median object, {bound.width_p50:.1f} px wide, reaches {FINEST_STRIDE_PX} px at scale "
+        f"{need:.2f}: the thinnest common class bounds the scale"
+    )
+
+
+def windows_per_image(full: Sequence[int], window: Sequence[int], overlap: float = 0.5) -> int:
+    """How many sliding windows score an image of ``full`` size (as :func:`visionflow.windows.window_starts`)."""
+    count = 1
+    for length, side in zip(full, window, strict=True):
+        if length > side:
+            count *= math.ceil((length - side) / (side * (1 - overlap))) + 1
+    return count
+
+
+def _epoch_seconds(machine: Machine, images: int, size: Sequence[int], val_images: int, batch: int | None,
+                   full: Sequence[int] | None = None) -> float:  # fmt: skip
+    """One epoch: the train images at ``size`` (one image or crop each), then val: whole images at ``size``, or,
+    with ``full`` (crops), every window of each full-size image."""
+    train_s, eval_s = machine.seconds_per_image(int(size[0]), int(size[1]), batch)
+    windows = 1 if full is None else windows_per_image(full, size)
+    return images * train_s + val_images * windows * eval_s
+
+
+def plan(
+    data: DataPrint,
+    machine: Machine,
+    budget_minutes: float,
+    val_images: int,
+    pinned: Mapping[str, Any] | None = None,
+) -> Plan:
+    """The plan for training on ``data`` on ``machine`` in ``budget_minutes`` (validation passes included), with
+    ``pinned`` (dotted params keys set in params) kept as given."""
+    pinned = dict(pinned or {})
+    budget = budget_minutes * 60
+    median = (data.height[1], data.width[1])
+    floor, floor_reason = scale_floor(data)
+    decisions: list[Decision] = []
+    notes = [f"scale floor {floor:.2f}: {floor_reason}"]
+
+    # rule 2: size and policy
+    if "train.input" in pinned:
+        spec = dict(pinned["train.input"])
+        decisions.append(Decision("train.input", spec, "", pinned=True))
+    else:
+        spec, reason = _input(data, machine, budget, val_images, floor, floor_reason, median)
+        decisions.append(Decision("train.input", spec, reason))
+    full = (_round32(median[0]), _round32(median[1]))
+    size = tuple(spec["size"]) if spec.get("size") else full
+    windowed = spec.get("policy") == "crop"
+
+    # rule 3: batch
+    cap = max(2, int(MAX_BATCH_SHARE * data.images))
+    if "train.batch_size" in pinned:
+        batch = int(pinned["train.batch_size"])
+        decisions.append(Decision("train.batch_size", batch, "", pinned=True))
+    else:
+        batch, reason = _batch(machine, size, cap)
+        decisions.append(Decision("train.batch_size", batch, reason))
+
+    # rule 4: learning rate
+    if "train.lr" in pinned:
+        decisions.append(Decision("train.lr", float(pinned["train.lr"]), "", pinned=True))
+    else:
+        lr = REFERENCE_LR * math.sqrt(batch / REFERENCE_BATCH)
+        decisions.append(Decision("train.lr", lr, f"{REFERENCE_LR:g} at batch {REFERENCE_BATCH}, x sqrt({batch}/16)"))
+
+    # rule 5: epochs
+    epoch = _epoch_seconds(machine, data.images, size, val_images, batch, full if windowed else None)
+    if "train.epochs" in pinned:
+        epochs = int(pinned["train.epochs"])
+        decisions.append(Decision("train.epochs", epochs, "", pinned=True))
+    else:
+        epochs = max(1, int(budget // epoch))
+        decisions.append(
+            Decision(
+                "train.epochs",
+                epochs,
+                f"{budget_minutes:g} min / {epoch:.1f} s an epoch ({data.images} train images at "
+                f"{size[0]}x{size[1]}, batch {batch}, then {val_images} val images)",
+            )
+        )
+
+    if "train.rare_crops" in pinned:
+        decisions.append(Decision("train.rare_crops", float(pinned["train.rare_crops"]), "", pinned=True))
+    else:
+        why = "a third of the crops centred on a rare class present (nnU-Net)" if windowed else "no crops: unused"
+        decisions.append(Decision("train.rare_crops", round(RARE_CROPS, 3), why))
+    estimated = epochs * epoch / 60
+    if estimated > budget_minutes * 1.1:
+        notes.append(f"the pinned values need about {estimated:.1f} min, more than the {budget_minutes:g} min budget")
+    return Plan(tuple(decisions), budget_minutes, round(estimated, 2), tuple(notes))
+
+
+def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floor: float, floor_reason: str,
+           median: tuple[float, float]) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """Rule 2: the largest whole-image size between the floor and full resolution that leaves TARGET_EPOCHS in the
+    budget; else crops at full resolution."""
+    full = (_round32(median[0]), _round32(median[1]))
+    scale = 1.0
+    while True:
+        size = (_round32(median[0] * scale), _round32(median[1] * scale))
+        epoch = _epoch_seconds(machine, data.images, size, val_images, None)
+        if budget / epoch >= TARGET_EPOCHS:
+            if size == full:
+                policy = "pad" if (median[0], median[1]) != full else "resize"
+                return {"size": list(size), "policy": policy}, (
+                    f"the whole image at full resolution ({size[0]}x{size[1]}) leaves {int(budget // epoch)} "
+                    f"epochs (>= {TARGET_EPOCHS}) in the budget"
+                )
+            return {"size": list(size), "policy": "resize"}, (
+                f"the largest whole-image size that leaves {TARGET_EPOCHS} epochs in the budget (scale "
+                f"{scale:.2f}; {floor_reason.split(':')[0]} allows down to {floor:.2f})"
+            )
+        smaller = scale - 32 / max(median)
+        if smaller < floor - 1e-9 or _round32(median[0] * smaller) < 32:
+            break
+        scale = smaller
+    # crops at full resolution, as large as TARGET_EPOCHS allow, in the median aspect
+    aspect = median[1] / median[0]
+    crop = (min(MIN_CROP, full[0]), min(_round32(MIN_CROP * aspect), full[1]))
+    for height in range(full[0] - 32, MIN_CROP - 1, -32):  # the largest crop (median aspect) that fits
+        candidate = (height, min(full[1], _round32(height * aspect)))
+        if budget / _epoch_seconds(machine, data.images, candidate, val_images, None, full) >= TARGET_EPOCHS:
+            crop = candidate
+            break
+    return {"size": list(crop), "policy": "crop"}, (
+        f"no whole-image size from scale {floor:.2f} ({floor_reason.split(':')[0]}) to full resolution leaves "
+        f"{TARGET_EPOCHS} epochs in the budget: {crop[0]}x{crop[1]} crops at full resolution, scored by sliding "
+        "windows"
+    )
+
+
+def _batch(machine: Machine, size: Sequence[int], cap: int) -> tuple[int, str]:
+    """Rule 3: the smallest measured batch within 90% of the peak images per second at the nearest size."""
+    pixels = int(size[0]) * int(size[1])
+    nearest = min({r.pixels for r in machine.rates}, key=lambda p: abs(math.log(p / pixels)))
+    at = sorted((r for r in machine.rates if r.pixels == nearest), key=lambda r: r.batch)
+    peak = max(r.train_images_per_second for r in at)
+    chosen = next(r for r in at if r.train_images_per_second >= BATCH_SHARE * peak)
+    batch = min(max(2, chosen.batch), cap)
+    why = (
+        f"the smallest batch within {BATCH_SHARE:.0%} of the peak {peak:.1f} img/s measured near "
+        f"{size[0]}x{size[1]} ({chosen.train_images_per_second:.1f} img/s at {chosen.batch})"
+    )
+    if batch != chosen.batch:
+        why += f", clamped to [2, {cap}] (5% of the train images)"
+    return batch, why

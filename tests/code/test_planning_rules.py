@@ -1,0 +1,102 @@
+"""The planner's rules on known fingerprints and machines: the thinnest common class bounds the scale, the size
+is the largest whole image that leaves the target epochs (else crops), the batch is the smallest near the peak,
+the learning rate follows the batch, the epochs fill the budget, and pinned values stay."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from visionflow.planning.fingerprint import ClassPrint, DataPrint
+from visionflow.planning.rules import TARGET_EPOCHS, Machine, Rate, plan, scale_floor, windows_per_image
+
+
+def data(size: int, widths: dict[str, float], images: int = 200, shares: dict[str, float] | None = None) -> DataPrint:
+    shares = shares or {}
+    classes = tuple(
+        ClassPrint(name, 1 / len(widths), shares.get(name, 0.5), 2.0, width * 0.6, width)
+        for name, width in widths.items()
+    )
+    return DataPrint(images, (size, size, size), (size, size, size), 0.0, classes)
+
+
+def machine(pixels_per_second: float, batches: dict[int, float] | None = None) -> Machine:
+    """Cost linear in pixels; ``batches`` scales the speed per batch (1.0: the peak)."""
+    batches = batches or {2: 0.6, 4: 0.85, 8: 0.95, 16: 1.0}
+    rates = tuple(
+        Rate(side, side, batch, pixels_per_second * share / side**2, 3 * pixels_per_second / side**2)
+        for side in (64, 256, 1024)
+        for batch, share in batches.items()
+    )
+    return Machine("cpu: test", rates)
+
+
+def test_the_thinnest_common_class_bounds_the_scale() -> None:
+    floor, why = scale_floor(data(512, {"road": 200, "pole": 16, "speck": 2}, shares={"speck": 0.005}))
+    assert floor == pytest.approx(0.5) and "pole" in why, "a class in under 1% of the images does not bound it"
+    floor, why = scale_floor(data(512, {"road": 200, "wire": 4}))
+    assert floor == 1.0 and "wire" in why and "no shrinking" in why
+
+
+def test_small_images_with_time_to_spare_train_whole_at_full_resolution() -> None:
+    made = plan(data(64, {"disc": 20, "star": 12}), machine(5e6), budget_minutes=2, val_images=48)
+    assert made.value("train.input") == {"size": [64, 64], "policy": "resize"}
+    epochs = made.value("train.epochs")
+    assert epochs >= TARGET_EPOCHS and made.estimated_minutes <= 2, made
+    assert made.value("train.batch_size") == 8, "the smallest batch within 90% of the peak (0.95 at 8)"
+    assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(8 / 16), rel=1e-4)
+
+
+def test_a_tight_budget_shrinks_the_image_down_to_the_floor_but_not_below() -> None:
+    fast = plan(data(1024, {"road": 300, "car": 64}), machine(5e6), budget_minutes=10, val_images=50)
+    size = fast.value("train.input")["size"]
+    assert fast.value("train.input")["policy"] == "resize" and 1024 * 8 / 64 <= size[0] < 1024, fast.table()
+    slower = plan(data(1024, {"road": 300, "car": 64}), machine(1.5e6), budget_minutes=10, val_images=50)
+    assert slower.value("train.input")["size"][0] < size[0], "less speed, smaller images"
+    assert fast.estimated_minutes <= 10 and slower.estimated_minutes <= 10
+    assert slower.value("train.input")["size"][0] >= 128, "never below the scale floor (car: 64 px -> 0.125)"
+
+
+def test_thin_structures_on_large_images_get_crops_and_the_budget_holds() -> None:
+    made = plan(data(1024, {"plate": 200, "wire": 3.5, "rivet": 7}), machine(5e6), budget_minutes=10, val_images=40)
+    spec = made.value("train.input")
+    assert spec["policy"] == "crop" and 128 <= spec["size"][0] < 1024, made.table()
+    assert made.value("train.rare_crops") == pytest.approx(1 / 3, abs=1e-3)
+    assert made.estimated_minutes <= 10 * 1.1 and made.value("train.epochs") >= 1
+    assert "wire" in made.notes[0] and "crops" in made.table()
+
+
+def test_pinned_values_stay_and_the_rest_is_planned_around_them() -> None:
+    pinned = {"train.epochs": 3, "train.batch_size": 4}
+    made = plan(data(64, {"disc": 20}), machine(5e6), budget_minutes=2, val_images=48, pinned=pinned)
+    decisions = {d.key: d for d in made.decisions}
+    assert decisions["train.epochs"].pinned and decisions["train.epochs"].value == 3
+    assert decisions["train.batch_size"].value == 4 and not decisions["train.lr"].pinned
+    assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(4 / 16), rel=1e-4), "the lr follows the batch"
+    assert "pinned in params" in made.table()
+    assert made == plan(data(64, {"disc": 20}), machine(5e6), budget_minutes=2, val_images=48, pinned=pinned)
+
+
+def test_window_counts_match_the_sliding_window_layout() -> None:
+    from visionflow.windows import window_starts
+
+    for full, window in (((360, 480), (256, 320)), ((1024, 1024), (256, 256)), ((64, 64), (64, 64))):
+        expected = len(window_starts(full[0], window[0], 0.5)) * len(window_starts(full[1], window[1], 0.5))
+        assert windows_per_image(full, window) == expected
+
+
+def test_the_machine_is_measured_through_the_training_step_and_named_by_kind() -> None:
+    from visionflow.config import ModelConfig
+    from visionflow.engine import Runtime
+    from visionflow.planning.machine import machine_kind, measure
+
+    runtime = Runtime(torch.device("cpu"))
+    measured = measure(ModelConfig(encoder="tu-resnet10t"), "segmentation", 3, runtime, [(64, 64), (96, 128)], [2, 4])
+    assert [(r.height, r.width, r.batch) for r in measured.rates] == [(64, 64, 2), (64, 64, 4), (96, 128, 2),
+                                                                      (96, 128, 4)]  # fmt: skip
+    assert all(r.train_images_per_second > 0 and r.eval_images_per_second > 0 for r in measured.rates)
+    assert measured.kind == machine_kind(runtime.device, "fp32") and measured.kind.startswith("cpu: ")
+    made = plan(data(64, {"disc": 20}), measured, budget_minutes=1, val_images=10)
+    assert made.value("train.batch_size") in (2, 4) and made.estimated_minutes <= 1.1
