@@ -121,7 +121,7 @@ def retrain(repo: str = str(REPO), force: bool = False, commit: bool | None = No
         data_stages, model_stages = STAGE_NAMES[:split], STAGE_NAMES[split:]
         run_stages(data_stages, workspace, config, summary, ARTIFACT)
         drift_report(workspace, config)
-        forced = model_stages[1:] if force else ()  # train, evaluate, register even when up to date
+        forced = model_stages[model_stages.index("train") :] if force else ()  # train, evaluate, register anyway
         run_stages(model_stages, workspace, config, summary, ARTIFACT, force=forced)
         registered = summary.stages[-1].ran
         decision = GateDecision.load(workspace / GateDecision.path(config.paths)) if registered else None

@@ -19,6 +19,10 @@ from visionflow.data import builtin
 from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionflow.handoffs import ModelMeta
 
+# MLflow 3 starts a telemetry thread that calls home; nothing is reachable from here, and the suite (with the
+# tools it starts, which inherit this) has no use for it
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
 BIN = Path(sys.executable).parent

@@ -75,9 +75,28 @@ def train_command(
     _run_stage("train", params, resume="require" if resume else "never" if fresh else "auto")
 
 
+def plan_command(
+    params: ParamsOption = Path("params.yaml"),
+    explain: Annotated[bool, typer.Option("--explain", help="print plan.json and its reasons; plan nothing")] = False,
+) -> None:
+    """Plan the train settings left at auto (input size and policy, batch, lr, epochs) for plan.budget_minutes.
+
+    With --explain, print plan.json's decisions, each with its reason, without planning again.
+    """
+    if not explain:
+        _run_stage("plan", params)
+        return
+    from visionflow.handoffs import PlanFile
+
+    config = _guarded("plan", lambda: load_config(params))
+    typer.echo(_guarded("plan", lambda: PlanFile.read(config.paths)).report())
+
+
 for _name, _doc in STAGES.items():
     if _name == "train":
         app.command(name="train")(train_command)
+    elif _name == "plan":
+        app.command(name="plan")(plan_command)
     else:
         _register_stage(_name, _doc)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "NamesConfig",
     "PathsConfig",
+    "PlanConfig",
     "ProjectConfig",
     "RegisterConfig",
     "SplitDirs",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
+PLANNED = ("input", "batch_size", "lr", "epochs", "rare_crops")  # the train keys that may be ``auto``
 
 
 class _Section(BaseModel):
@@ -104,6 +107,7 @@ class PathsConfig(_Section):
     model: Path = Path("data/model")  # trained weights, checkpoint, training history
     evaluation: Path = Path("data/evaluation")  # metrics.json, and a folder of tables and plots per eval split
     registry: Path = Path("data/registry")  # what register did (name, version, alias)
+    plan: Path = Path("data/plan")  # the plan: planned train settings with their reasons, the machine profile
     cache: Path = Path("data/cache")  # decoded images as memory-mapped uint8 arrays (not a DVC output)
 
     @property
@@ -183,6 +187,20 @@ class PathsConfig(_Section):
     @property
     def registration(self) -> Path:
         return self.registry / "registration.json"
+
+    @property
+    def plan_file(self) -> Path:
+        """The planned train settings (``auto`` keys) with their reasons: what train runs with."""
+        return self.plan / "plan.json"
+
+    @property
+    def plan_report(self) -> Path:
+        return self.plan / "plan.md"
+
+    @property
+    def machine_profile(self) -> Path:
+        """The measured speed of this kind of machine, kept across runs (a persistent DVC output)."""
+        return self.plan / "machine.json"
 
     @property
     def decision(self) -> Path:
@@ -390,10 +408,13 @@ class AugmentConfig(_Section):
 LossTerm = Literal["ce", "dice", "focal"]
 
 
+Auto = Literal["auto"]  # a key the plan stage decides (visionflow.planning.rules); any other value pins it
+
+
 class TrainConfig(_Section):
-    epochs: int = Field(25, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    epochs: Annotated[int, Field(ge=1)] | Auto = 25
+    batch_size: Annotated[int, Field(ge=1)] | Auto = 16
+    lr: Annotated[float, Field(gt=0)] | Auto = 3e-3
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["onecycle", "cosine"] = "onecycle"  # cosine: linear warmup, then cosine decay to 0
     warmup_epochs: float = Field(1.0, ge=0)  # cosine schedule only
@@ -401,10 +422,10 @@ class TrainConfig(_Section):
     early_stopping: int | None = Field(None, ge=1)  # stop after this many epochs without a better val mIoU
     loss: dict[LossTerm, float] = {"ce": 1.0, "dice": 1.0}  # summed terms and their coefficients
     focal_gamma: float = Field(2.0, ge=0)  # focal term: (1 - p_t)^gamma
-    input: InputConfig = InputConfig()  # size and policy for training (and for evaluation unless set there)
+    input: InputConfig | Auto = InputConfig()  # size and policy for training (and for evaluation unless set there)
     # crop policy: the share of crops centred on a pixel of a rare class the image holds (rare: a train pixel
     # share below an even one, 1 / classes); the others are uniform
-    rare_crops: float = Field(1 / 3, ge=0, le=1)
+    rare_crops: Annotated[float, Field(ge=0, le=1)] | Auto = 1 / 3
     augment: AugmentConfig = AugmentConfig()
     channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the hardware has it
@@ -415,7 +436,7 @@ class TrainConfig(_Section):
     def _some_loss(self) -> TrainConfig:
         if not any(self.loss.values()):
             raise ValueError("train.loss needs at least one term with a non-zero coefficient (ce, dice, focal)")
-        if self.input.policy == "window":
+        if self.input != "auto" and self.input.policy == "window":
             raise ValueError("train.input.policy 'window' is for evaluation; train on crops (policy crop)")
         return self
 
@@ -465,6 +486,14 @@ class OrchestrationConfig(_Section):
     remote: str | None = None  # that remote's name; null: the default remote (`dvc remote add -d ...`)
 
 
+class PlanConfig(_Section):
+    """What the plan stage plans with (train keys set to ``auto`` are planned; see visionflow.planning.rules)."""
+
+    budget_minutes: float = Field(2.0, gt=0)  # wall-clock time of training, validation passes included
+    batches: list[int] = [2, 4, 8, 16, 32]  # batch sizes whose speed is measured
+    steps: int = Field(2, ge=1)  # timed batches per measured size and batch (after one warm-up batch)
+
+
 class Config(_Section):
     project: ProjectConfig = ProjectConfig()
     paths: PathsConfig = PathsConfig()
@@ -472,6 +501,7 @@ class Config(_Section):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     balance: BalanceConfig = BalanceConfig()
     model: ModelConfig = ModelConfig()
+    plan: PlanConfig = PlanConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     register_: RegisterConfig = Field(RegisterConfig(), alias="register")
@@ -495,10 +525,24 @@ class Config(_Section):
         return self
 
     @property
+    def auto_keys(self) -> tuple[str, ...]:
+        """The train keys left to the plan (``auto`` in params)."""
+        return tuple(f"train.{k}" for k in PLANNED if getattr(self.train, k) == "auto")
+
+    def planned(self, values: dict[str, Any]) -> Config:
+        """This config with the plan's values (dotted ``train.*`` keys) in place of ``auto``."""
+        update = {k.removeprefix("train."): v for k, v in values.items() if k in self.auto_keys}
+        if "input" in update:
+            update["input"] = InputConfig.model_validate(update["input"])
+        return self.model_copy(update={"train": self.train.model_copy(update=update)})
+
+    @property
     def eval_input(self) -> InputConfig:
         """evaluate.input, or train.input's size with a policy that scores every pixel."""
         if self.evaluate.input is not None:
             return self.evaluate.input
+        if self.train.input == "auto":
+            raise ConfigError("train.input is auto: the plan decides it (run `dvc repro plan`)")
         policy = {"resize": "resize", "pad": "pad", "crop": "window"}[self.train.input.policy]
         return InputConfig(size=self.train.input.size, policy=policy)
 
@@ -552,7 +596,8 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         fields = {f.alias or name: f for name, f in model.model_fields.items()}
         field = fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        options = typing.get_args(annotation) or (annotation,)  # a value-or-auto union: its model member
+        model = next((a for a in options if isinstance(a, type) and issubclass(a, BaseModel)), None)
     return model
 
 
@@ -566,6 +611,26 @@ def _describe(error: dict[str, Any]) -> str:
     if not loc:  # a rule across sections: the input is the whole file, the message says what is wrong
         return error["msg"].removeprefix("Value error, ")
     return f"'{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def _union_tag(part: object) -> bool:
+    """pydantic's name for a member of a value-or-auto union (``constrained-int``, ``function-after[...]``)."""
+    return isinstance(part, str) and (part.startswith("constrained-") or "InputConfig" in part)
+
+
+def _one_per_auto_key(errors: list[Any]) -> list[dict[str, Any]]:
+    """A key that takes a value or ``auto`` fails both: one message, naming the value's rule and that ``auto``
+    is allowed, at the key's own location."""
+    out = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        if loc and loc[-1] == "literal['auto']":
+            continue
+        if len(loc) > 2 and loc[0] == "train" and loc[1] in PLANNED and _union_tag(loc[2]):
+            msg = error["msg"] if len(loc) > 3 else f"{error['msg']}, or 'auto' (the plan decides it)"
+            error = dict(error, loc=loc[:2] + loc[3:], msg=msg)
+        out.append(error)
+    return out
 
 
 def load_config(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Config:
@@ -588,7 +653,7 @@ def load_config(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors()]
+        problems = list(dict.fromkeys(_describe(e) for e in _one_per_auto_key(exc.errors())))
         if len(problems) == 1:  # the common case, a misspelt key: one line
             raise ConfigError(f"{path}: {problems[0]}") from None
         listed = "\n".join(f"  - {problem}" for problem in problems)

@@ -16,6 +16,7 @@ them is of another schema); ``model.pt`` in its metadata.
 | validation/summary.json | validate | :class:`ValidationSummary` |
 | balance/class_weights.json | balance | :class:`ClassWeights` |
 | balance/sample_weights.csv | balance | :class:`SampleWeights` |
+| plan/plan.json | plan | :class:`PlanFile` |
 | model/model.pt (its metadata) | train | :class:`ModelMeta` |
 | model/mlflow_run.json | train | :class:`TrainingRun` |
 | evaluation/metrics.json | evaluate | :class:`EvaluationMetrics` |
@@ -46,6 +47,7 @@ __all__ = [
     "CheckOutcome",
     "ClassWeights",
     "DatasetInfo",
+    "Decision",
     "DriftRow",
     "EvaluationMetrics",
     "Failure",
@@ -54,6 +56,7 @@ __all__ = [
     "Manifest",
     "MaskCode",
     "ModelMeta",
+    "PlanFile",
     "Registration",
     "SampleWeights",
     "TrainingRun",
@@ -531,6 +534,61 @@ class EvaluationMetrics(_JsonFile, schema=2, made_by="evaluate", what="evaluatio
                 f"no {split} split)"
             )
         return self.val if split == "val" else self.test  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# plan
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One planned train setting and why (visionflow.planning.rules)."""
+
+    key: str  # the params key, e.g. train.batch_size
+    value: Any
+    reason: str
+    pinned: bool = False  # set in params: kept as it is
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class PlanFile(_JsonFile, schema=1, made_by="plan", what="plan", where="plan_file"):
+    """The plan: the train settings chosen for this data, machine kind and budget, each with its reason."""
+
+    machine: str  # the machine kind the speeds were measured on
+    budget_minutes: float
+    estimated_minutes: float  # training with its validation passes, at the measured speed
+    decisions: tuple[Decision, ...]
+    notes: tuple[str, ...] = ()
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # the train split's DataPrint
+
+    def value(self, key: str) -> Any:
+        return next(d.value for d in self.decisions if d.key == key)
+
+    def overrides(self) -> dict[str, Any]:
+        """The planned values as dotted params keys (what train runs with where params say ``auto``)."""
+        return {d.key: d.value for d in self.decisions}
+
+    def table(self) -> str:
+        """The decisions as a Markdown table, one reason each."""
+        rows = ["| key | value | why |", "|---|---|---|"]
+        for d in self.decisions:
+            rows.append(f"| `{d.key}` | `{_show(d.value)}` | {'pinned in params' if d.pinned else d.reason} |")
+        return "\n".join(rows)
+
+    def report(self) -> str:
+        """plan.md: the table, the budget and estimate, the notes."""
+        lines = [f"# Plan ({self.machine})", "", self.table(), "",
+                 f"Budget {self.budget_minutes:g} min; estimated {self.estimated_minutes:.1f} min of training "
+                 "with its validation passes, at the measured speed."]  # fmt: skip
+        return "\n".join(lines + [f"- {note}" for note in self.notes]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------

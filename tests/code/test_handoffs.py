@@ -18,6 +18,7 @@ from visionflow.handoffs import (
     CheckOutcome,
     ClassWeights,
     DatasetInfo,
+    Decision,
     DriftRow,
     EvaluationMetrics,
     Failure,
@@ -25,6 +26,7 @@ from visionflow.handoffs import (
     GateResult,
     Manifest,
     ModelMeta,
+    PlanFile,
     Registration,
     SampleWeights,
     TrainingRun,
@@ -47,6 +49,17 @@ JSON_FILES = [
     ),
     ClassWeights("median_frequency", "repeat_factor", ("a", "b"), (90, 10), (0.9, 0.1), (0.2, 1.8), 1.25),
     TrainingRun("abc123", "1", "sqlite:///mlflow.db"),
+    PlanFile(
+        "cpu: test",
+        2.0,
+        1.9,
+        (
+            Decision("train.input", {"size": [64, 64], "policy": "resize"}, "fits"),
+            Decision("train.epochs", 3, "", True),
+        ),
+        ("scale floor 0.50",),
+        {"images": 4},
+    ),
     EvaluationMetrics({"miou": 0.5, "iou_b": None}, {"miou": 0.4}, {"val": 12, "test": 9}, {"val": ["c"], "test": []}),
     Registration("m", "3", "challenger", "val_miou", 0.5, "2", False, ("lower bound not above 0",)),
     GateDecision(

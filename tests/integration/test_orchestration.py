@@ -164,7 +164,7 @@ def test_two_overlapping_runs_take_turns_a_crash_is_retried_and_the_workspace_st
     assert "completed: everything was up to date" in second, "the second run found the first one's results"
     assert dvc_status(workspace) == {}, "dvc.lock matches every output"
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "validate", "balance", "train", "evaluate", "register"}
+    assert set(lock["stages"]) == {"prepare", "validate", "balance", "plan", "train", "evaluate", "register"}
     assert len(versions(workspace)) == 1, "the pipeline ran once"
 
     set_params(workspace, orchestration={"overlap": "skip"})

@@ -34,7 +34,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repo / "params.yaml").write_text(params.replace("  epochs: 25", f"  epochs: {EPOCHS}"))
     run_tool("git", "commit", "-qam", "fewer epochs", cwd=repo)
     result = run_tool("dvc", "repro", cwd=repo)
-    assert ran_stages(result.stdout) == ["prepare", "validate", "balance", "train", "evaluate", "register"]
+    assert ran_stages(result.stdout) == ["prepare", "validate", "balance", "plan", "train", "evaluate", "register"]
     return repo
 
 
@@ -128,7 +128,7 @@ def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path
     params = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(params.replace(f"  epochs: {EPOCHS}", "  epochs: 2"))
     changed = run_tool("dvc", "repro", cwd=project)
-    assert ran_stages(changed.stdout) == ["train", "evaluate", "register"]
+    assert ran_stages(changed.stdout) == ["plan", "train", "evaluate", "register"], "plan keeps the pinned epochs"
     registration = json.loads((project / "data/registry/registration.json").read_text())
     assert registration["version"] == "2" and registration["alias"] == "challenger", registration
     client = mlflow_client(project)
@@ -149,7 +149,7 @@ def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path
 def test_prefect_flow_runs_the_stages(project: Path, tmp_path: Path) -> None:
     result = run_tool("python", "pipelines/training.py", cwd=project, PREFECT_HOME=str(tmp_path / "prefect"))
     log = result.stdout + result.stderr
-    for stage in ("prepare", "validate", "balance", "train", "evaluate", "register"):
+    for stage in ("prepare", "validate", "balance", "plan", "train", "evaluate", "register"):
         assert f"dvc repro {stage}" in log
     assert "Finished in state Completed" in log
 
@@ -172,9 +172,9 @@ def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path, cam
 def test_a_change_to_shared_code_makes_every_stage_that_imports_it_stale(project: Path) -> None:
     """dvc.yaml lists each module a stage imports: touching one reruns exactly the stages that import it."""
     for module, stale in (
-        ("config.py", {"prepare", "validate", "balance", "train", "evaluate", "register"}),
+        ("config.py", {"prepare", "validate", "balance", "plan", "train", "evaluate", "register"}),
         ("gate.py", {"register"}),
-        ("engine.py", {"train", "evaluate", "register"}),
+        ("engine.py", {"plan", "train", "evaluate", "register"}),
     ):
         path = project / "src" / "visionflow" / module
         original = path.read_text()

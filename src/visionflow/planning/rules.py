@@ -24,22 +24,17 @@ A value pinned in params is kept; the others are planned around it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from visionflow.handoffs import Decision
+from visionflow.handoffs import PlanFile as Plan
 from visionflow.planning.fingerprint import DataPrint
 
-__all__ = [
-    "PLANNED_KEYS",
-    "Decision",
-    "Machine",
-    "Plan",
-    "Rate",
-    "plan",
-    "scale_floor",
-]
+__all__ = ["PLANNED_KEYS", "Machine", "Rate", "plan", "scale_floor", "windows_per_image"]
 
 FINEST_STRIDE_PX = 8  # rule 1: the narrowest object width a stride-8 decoder level resolves
 PRESENT_SHARE = 0.01  # rule 1: classes in at least this share of the train images bound the scale
@@ -84,44 +79,6 @@ class Machine:
             nearest = max(same, key=lambda r: r.train_images_per_second)
         ratio = height * width / nearest.pixels
         return ratio / nearest.train_images_per_second, ratio / nearest.eval_images_per_second
-
-
-@dataclass(frozen=True)
-class Decision:
-    key: str  # the params key, e.g. train.batch_size
-    value: Any
-    reason: str
-    pinned: bool = False  # set in params: kept as it is
-
-
-@dataclass(frozen=True)
-class Plan:
-    decisions: tuple[Decision, ...]
-    budget_minutes: float
-    estimated_minutes: float  # training with its validation passes, at the measured speed
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def value(self, key: str) -> Any:
-        return next(d.value for d in self.decisions if d.key == key)
-
-    def overrides(self) -> dict[str, Any]:
-        """The planned values as dotted params overrides (what train runs with)."""
-        return {d.key: d.value for d in self.decisions}
-
-    def table(self) -> str:
-        """The decisions as a Markdown table, one reason each."""
-        rows = ["| key | value | why |", "|---|---|---|"]
-        for d in self.decisions:
-            rows.append(f"| `{d.key}` | `{_show(d.value)}` | {'pinned in params' if d.pinned else d.reason} |")
-        return "\n".join(rows)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def _round32(value: float) -> int:
@@ -234,7 +191,8 @@ def plan(
     estimated = epochs * epoch / 60
     if estimated > budget_minutes * 1.1:
         notes.append(f"the pinned values need about {estimated:.1f} min, more than the {budget_minutes:g} min budget")
-    return Plan(tuple(decisions), budget_minutes, round(estimated, 2), tuple(notes))
+    return Plan(machine.kind, budget_minutes, round(estimated, 2), tuple(decisions), tuple(notes),
+                json.loads(json.dumps(asdict(data))))  # fmt: skip
 
 
 def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floor: float, floor_reason: str,

@@ -30,12 +30,13 @@ from visionflow.data.loading import ShardSampler, make_dataset, make_loader
 from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionflow.distributed import Dist, from_env
 from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision, train_one_epoch
-from visionflow.errors import ConfigError
+from visionflow.errors import ConfigError, MissingInput
 from visionflow.handoffs import (
     AcceptedManifest,
     ClassWeights,
     DatasetInfo,
     ModelMeta,
+    PlanFile,
     SampleWeights,
     TrainingRun,
     ValidationSummary,
@@ -45,7 +46,7 @@ from visionflow.metrics import best_threshold, task_metrics, threshold_counts
 from visionflow.models import create_model, is_binary, load_model, save_model, update_meta
 from visionflow.windows import Windows
 
-__all__ = ["run", "seed_everything"]
+__all__ = ["planned", "run", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -85,10 +86,17 @@ def _log_data_stages(config: Config, info: DatasetInfo, splits: dict[str, pd.Dat
         (paths.class_distribution, "balance"),
         (paths.class_distribution_plot, "balance"),
         (paths.sample_weights, "balance"),
+        (paths.plan_file, "plan"),
+        (paths.plan_report, "plan"),
         (paths.dataset_info, "data"),
     ):
         if path.exists():
             tracking.log_artifact(path, where)
+    plan = PlanFile.load_or_none(paths.plan_file)
+    if plan is not None:  # the plan's estimate, to hold against the measured train_seconds and val_seconds
+        tracking.log_metrics(
+            {"plan/budget_minutes": plan.budget_minutes, "plan/estimated_minutes": plan.estimated_minutes}
+        )
     summary = ValidationSummary.read(paths)
     tracking.log_metrics({"data/inputs": summary.inputs, "data/accepted": summary.accepted,
                           "data/quarantined": summary.quarantined})  # fmt: skip
@@ -236,6 +244,7 @@ def run(config: Config, resume: str = "auto") -> ModelMeta:
     fail when there is nothing to continue) or ``never`` (``--fresh``). Returns the metadata of the model it kept
     (every rank; rank 0 wrote it).
     """
+    config = planned(config)
     tracking.ensure_reachable(config)  # a tracking server that is down fails here, before any training
     dist = from_env()
     dist.start(resolve_device(config.train.device))
@@ -243,6 +252,17 @@ def run(config: Config, resume: str = "auto") -> ModelMeta:
         return _run(config, resume, dist)
     finally:
         dist.stop()
+
+
+def planned(config: Config) -> Config:
+    """The config with plan.json's values where params say ``auto`` (the plan stage wrote them for these params)."""
+    if not config.auto_keys:
+        return config
+    plan = PlanFile.read(config.paths)
+    missing = [key for key in config.auto_keys if key not in plan.overrides()]
+    if missing:
+        raise MissingInput(f"{config.paths.plan_file} plans no {', '.join(missing)}; run `dvc repro plan`")
+    return config.planned(plan.overrides())
 
 
 def _open_run(

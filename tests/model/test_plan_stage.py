@@ -1,0 +1,50 @@
+"""The plan stage on the built-in data: it plans every train key left at auto, with a reason each, train runs
+with the plan, pinned keys stay, and the same data, params and machine kind give the same plan file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import REPO, TINY, make_config
+from visionflow.cli import app
+from visionflow.config import PLANNED
+from visionflow.errors import MissingInput
+from visionflow.handoffs import PlanFile
+from visionflow.stages import balance, plan, prepare, train, validate
+
+AUTO = {f"train.{key}": "auto" for key in PLANNED}
+
+
+def test_auto_keys_are_planned_with_reasons_and_train_runs_the_plan(workdir: Path) -> None:
+    config = make_config(TINY | AUTO | {"plan.budget_minutes": 0.3, "plan.batches": [2, 4, 8]})
+    for stage in (prepare, validate, balance):
+        stage.run(config)
+    with pytest.raises(MissingInput, match=r"plan\.json"):
+        train.run(config)
+    made = plan.run(config)
+    assert {d.key for d in made.decisions} == set(AUTO) and not any(d.pinned for d in made.decisions)
+    assert all(d.reason for d in made.decisions), made.table()
+    assert made.value("train.input")["size"] == [64, 64] and made.value("train.batch_size") in (2, 4, 8)
+    assert 0 < made.estimated_minutes <= 0.3 * 1.1 and made.machine.startswith("cpu: ")
+    first = config.paths.plan_file.read_bytes()
+    assert config.paths.machine_profile.is_file() and "| `train.epochs` |" in config.paths.plan_report.read_text()
+    plan.run(config)
+    assert config.paths.plan_file.read_bytes() == first, "the same data, params and machine kind: the same plan"
+
+    meta = train.run(config, resume="never")
+    assert meta.epochs == made.value("train.epochs") and meta.input_size == (64, 64)
+    explained = CliRunner().invoke(app, ["plan", "--explain", "--params", str(REPO / "params.yaml")])
+    assert explained.exit_code == 0 and "train.batch_size" in explained.output, explained.output
+
+
+def test_a_pinned_key_stays_and_the_rest_is_planned_around_it(workdir: Path) -> None:
+    config = make_config(TINY | AUTO | {"train.epochs": 2, "plan.budget_minutes": 0.3, "plan.batches": [2, 4]})
+    for stage in (prepare, validate, balance):
+        stage.run(config)
+    made = plan.run(config)
+    pinned = {d.key: d for d in made.decisions if d.pinned}
+    assert list(pinned) == ["train.epochs"] and pinned["train.epochs"].value == 2
+    assert PlanFile.read(config.paths) == made
