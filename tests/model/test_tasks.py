@@ -18,7 +18,7 @@ from visionflow.data import builtin
 from visionflow.data.digits import CLASSES as DIGITS
 from visionflow.handoffs import EvaluationMetrics, GateDecision, ModelMeta
 from visionflow.models import load_model, update_meta
-from visionflow.stages import balance, evaluate, prepare, register, train, validate
+from visionflow.stages import balance, evaluate, plan, prepare, register, train, validate
 
 DATA_STAGES = (prepare, validate, balance)
 
@@ -109,15 +109,19 @@ def test_segmentation_is_scored_at_the_original_mask_resolution(workdir: Path) -
 
 
 def test_a_test_split_is_scored_apart_and_steers_no_choice(workdir: Path) -> None:
-    """Changing only the test images changes no training choice (best epoch, threshold) and no val figure, but
-    the test figures; the gate scores on test, and says so."""
+    """Changing only the test images changes no training choice (the plan, best epoch, threshold) and no val
+    figure, but the test figures; the gate scores on test, and says so."""
     root = binary_dataset(workdir / "data", n_test=6)
-    params = folder_params(root, **{"train.epochs": 3, "train.batch_size": 8, "model.encoder": "tu-resnet10t"})
-    config = make_config(params | {"data.classes": ["background", "shape"], "data.ignore_index": 255})
+    params = folder_params(root, **{"train.epochs": "auto", "train.batch_size": 8, "model.encoder": "tu-resnet10t"})
+    config = make_config(params | {"data.classes": ["background", "shape"], "data.ignore_index": 255,
+                                   "plan.budget_minutes": 0.05, "plan.batches": [8]})  # fmt: skip
+    plans = []
 
     def pipeline() -> tuple[ModelMeta, EvaluationMetrics]:
         for stage in DATA_STAGES:
             stage.run(config)
+        plan.run(config)
+        plans.append(config.paths.plan_file.read_bytes())
         trained = train.run(config, resume="never")
         return trained, evaluate.run(config)
 
@@ -138,6 +142,7 @@ def test_a_test_split_is_scored_apart_and_steers_no_choice(workdir: Path) -> Non
         for path in (workdir / "other" / split).glob("*.png"):
             path.replace(root / split / path.name)
     retrained, rescored = pipeline()
+    assert plans[0] == plans[1], "the plan reads the train split only"
     assert (retrained.epoch, retrained.threshold, retrained.score) == (trained.epoch, trained.threshold, trained.score)
     timing = {"images_per_second"}
     assert {k: v for k, v in rescored.val.items() if k not in timing} == {
