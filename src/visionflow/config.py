@@ -199,8 +199,9 @@ class PathsConfig(_Section):
 
     @property
     def machine_profile(self) -> Path:
-        """The measured speed of this kind of machine, kept across runs (a persistent DVC output)."""
-        return self.plan / "machine.json"
+        """The measured speed per machine kind and model, kept with the decode cache (not a DVC output: deleting
+        it means measuring again)."""
+        return self.cache / "machine.json"
 
     @property
     def decision(self) -> Path:

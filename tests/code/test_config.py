@@ -104,7 +104,6 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.sample_weights,
         paths.plan_file,
         paths.plan_report,
-        paths.machine_profile,
         paths.weights,
         paths.checkpoint,
         paths.run_info,

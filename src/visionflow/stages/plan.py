@@ -2,9 +2,10 @@
 machine's measured speed and ``plan.budget_minutes`` (visionflow.planning.rules has the rules and their reasons).
 
 Writes plan.json (what train runs with) and plan.md (the table); the machine's measured speed is kept in
-machine.json per machine kind and model, so that the plan changes when the data, the params or the kind of
-machine change, and never because this machine was busier. Only the train split is read: no choice depends on
-val or test (val's size enters only as the count of images a validation pass scores).
+``paths.cache``/machine.json per machine kind and model, so that the plan changes when the data, the params or
+the kind of machine change, and never because this machine was busier. Only the train split is read: no choice depends on
+val or test (val's size enters only as the count of images a validation pass scores). With every key pinned
+nothing is measured.
 """
 
 from __future__ import annotations
@@ -79,16 +80,13 @@ def run(config: Config) -> PlanFile:
     info = DatasetInfo.read(paths)
     manifest = AcceptedManifest.read(paths)
     pinned = _pinned(config)
-    if info.task == "classification":
-        if config.auto_keys:
-            raise ConfigError(
-                f"{', '.join(config.auto_keys)}: auto is planned for segmentation only; set them in params.yaml"
-            )
+    if info.task == "classification" and config.auto_keys:
+        raise ConfigError(
+            f"{', '.join(config.auto_keys)}: auto is planned for segmentation only; set them in params.yaml"
+        )
+    if not config.auto_keys:  # nothing to decide: nothing measured, and the same file on every machine
         decisions = tuple(Decision(k, v, "", pinned=True) for k, v in pinned.items())
-        made = PlanFile("not measured (classification)", config.plan.budget_minutes, 0.0, decisions)
-        if not paths.machine_profile.is_file():  # the stage's persistent output: no speed measured for it
-            paths.machine_profile.parent.mkdir(parents=True, exist_ok=True)
-            paths.machine_profile.write_text("{}\n", encoding="utf-8")
+        made = PlanFile("not measured (every key pinned)", config.plan.budget_minutes, 0.0, decisions)
     else:
         rows = manifest.split("train")
         cache = DecodedCache.open(rows, paths.cache, info)
