@@ -1,11 +1,11 @@
 """plan: choose the train settings that params leave at ``auto`` from the train split's fingerprint, this kind of
 machine's measured speed and ``plan.budget_minutes`` (visionflow.planning.rules has the rules and their reasons).
 
-Writes plan.json (what train runs with) and plan.md (the table); the machine's measured speed is kept in
+Writes plan.json (what train runs with) and plan.md (the table). The machine's measured speed is kept in
 ``paths.cache``/machine.json per machine kind and model, so that the plan changes when the data, the params or
-the kind of machine change, and never because this machine was busier. Only the train split is read: no choice depends on
-val or test (val's size enters only as the count of images a validation pass scores). With every key pinned
-nothing is measured.
+the kind of machine change, and never because this machine was busier. Only the train split is read: no choice
+depends on val or test (val's size enters only as the count of images a validation pass scores). With every key
+pinned nothing is measured.
 """
 
 from __future__ import annotations
