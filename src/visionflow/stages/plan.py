@@ -86,7 +86,8 @@ def run(config: Config) -> PlanFile:
         )
     if not config.auto_keys:  # nothing to decide: nothing measured, and the same file on every machine
         decisions = tuple(Decision(k, v, "", pinned=True) for k, v in pinned.items())
-        made = PlanFile("not measured (every key pinned)", config.plan.budget_minutes, 0.0, decisions)
+        model = f"{config.model.arch}-{config.model.encoder}"  # what a plan is for, measured or not
+        made = PlanFile(f"not measured (every key pinned; {model})", config.plan.budget_minutes, 0.0, decisions)
     else:
         rows = manifest.split("train")
         cache = DecodedCache.open(rows, paths.cache, info)
