@@ -146,13 +146,18 @@ class _Scored:
     headline: str
 
 
+def _fresh_folder(files: EvaluatedSplit) -> EvaluatedSplit:
+    """Empty the split's folder (evaluate's own output: nothing stale from an earlier run stays)."""
+    shutil.rmtree(files.root, ignore_errors=True)
+    files.root.mkdir(parents=True)
+    return files
+
+
 def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn.Module, meta: ModelMeta,
                  runtime: Runtime, info: DatasetInfo) -> _Scored:  # fmt: skip
     """Score one split and write its folder: tables, confusion matrix, best/worst panels."""
     task = meta.task
-    files = config.paths.evaluated(split)
-    shutil.rmtree(files.root, ignore_errors=True)  # evaluate's own folder: nothing stale from an earlier run stays
-    files.root.mkdir(parents=True)
+    files = _fresh_folder(config.paths.evaluated(split))
     dataset = make_dataset(config, info, rows, InputConfig(size=meta.input_size, policy=meta.input_policy), False)
     threshold = 0.5 if meta.threshold is None else meta.threshold
     collected = _Collector(task, len(info.classes), info.ignore_index)
@@ -196,9 +201,7 @@ def run(config: Config) -> EvaluationMetrics:
     scored = {split: _score_split(config, split, manifest.split(split), model, meta, runtime, info) for split in splits}
     for split in EVAL_SPLITS:
         if split not in scored:  # the folder is a DVC output: it says why it is empty
-            files = paths.evaluated(split)
-            shutil.rmtree(files.root, ignore_errors=True)
-            files.root.mkdir(parents=True)
+            files = _fresh_folder(paths.evaluated(split))
             note = f"The data has no {split} split; evaluate scored {', '.join(splits)}.\n"
             (files.root / "README.md").write_text(note, encoding="utf-8")
     report = EvaluationMetrics(
