@@ -80,7 +80,9 @@ def main(argv: list[str]) -> int:
         return 2
     job, extra = argv[0], argv[1:]
     ensure_env()
-    if job == "repro":
+    if job == "repro":  # DVC cannot see a move to another kind of machine: a plan made on one is made again
+        if subprocess.run([str(BIN / "visionflow"), "plan", "--check"], cwd=ROOT).returncode == 1:
+            run(str(BIN / "dvc"), "repro", "--force", "--single-item", "plan")
         return run(str(BIN / "dvc"), "repro", *extra)
     if job == "test":
         return run(str(BIN / "python"), "-m", "pytest", *extra)

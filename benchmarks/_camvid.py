@@ -89,7 +89,8 @@ def camvid_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "model.encoder": args.encoder,
         "train.batch_size": args.batch_size,
         "train.lr": args.lr,
-        "train.input.size": list(args.input_size),
+        "train.input": {"size": list(args.input_size), "policy": "resize"},  # hand-set: every planned key pinned
+        "train.rare_crops": 0.333,  # unused without crops
     }
 
 

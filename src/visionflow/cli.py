@@ -78,17 +78,28 @@ def train_command(
 def plan_command(
     params: ParamsOption = Path("params.yaml"),
     explain: Annotated[bool, typer.Option("--explain", help="print plan.json and its reasons; plan nothing")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 1 when plan.json was planned on another kind of machine")
+    ] = False,
 ) -> None:
     """Plan the train settings left at auto (input size and policy, batch, lr, epochs) for plan.budget_minutes.
 
-    With --explain, print plan.json's decisions, each with its reason, without planning again.
+    With --explain, print plan.json's decisions, each with its reason, without planning again. With --check, say
+    whether plan.json still holds on this machine (DVC cannot see a move from CPU to GPU; the flows and
+    `python3 dev.py repro` plan again when it does not; with plain DVC, `dvc repro -f -s plan`).
     """
-    if not explain:
+    if not explain and not check:
         _run_stage("plan", params)
         return
+    config = _guarded("plan", lambda: load_config(params))
+    if check:
+        from visionflow.stages.plan import stale
+
+        why = stale(config)
+        typer.echo(f"plan: {why}" if why else f"plan: {config.paths.plan_file} holds on this machine")
+        raise typer.Exit(code=1 if why else 0)
     from visionflow.handoffs import PlanFile
 
-    config = _guarded("plan", lambda: load_config(params))
     typer.echo(_guarded("plan", lambda: PlanFile.read(config.paths)).report())
 
 

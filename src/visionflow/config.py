@@ -648,8 +648,11 @@ def load_config(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        for at, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                within = ".".join(parents[: at + 1])
+                raise ConfigError(f"{path}: cannot set {dotted}: {within} is {node!r} here, not a section of keys")
         node[leaf] = value
     try:
         return Config.model_validate(raw)

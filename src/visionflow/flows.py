@@ -122,6 +122,12 @@ def skip_busy(repo: Path, summary: Summary, key: str, config: Config) -> dict[st
     return {"outcome": "skipped", "reason": "workspace busy"}
 
 
+def _plan_stale(config: Config, repo: Path) -> str | None:
+    from visionflow.stages import plan  # torch: only where a flow reaches the plan stage
+
+    return plan.stale(config, repo)
+
+
 def run_stages(stages: Iterable[str], repo: Path, config: Config, summary: Summary, key: str,
                force: Iterable[str] = ()) -> None:  # fmt: skip
     """The stages in order (those in ``force`` even when up to date), each retried as ``orchestration`` says; on a
@@ -130,6 +136,9 @@ def run_stages(stages: Iterable[str], repo: Path, config: Config, summary: Summa
     stage_task = repro_stage.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_seconds)
     forced = set(force)
     for stage in stages:
+        if stage == "plan" and stage not in forced and (why := _plan_stale(config, repo)):
+            get_run_logger().info("plan: %s: planning again", why)  # DVC cannot see a change of machine
+            forced.add(stage)
         try:
             summary.stages.append(stage_task(stage, repo, stage in forced))
         except StageFailed as failure:

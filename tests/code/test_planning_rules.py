@@ -9,8 +9,17 @@ import math
 import pytest
 import torch
 
+from visionflow.handoffs import PlanFile
 from visionflow.planning.fingerprint import ClassPrint, DataPrint
-from visionflow.planning.rules import TARGET_EPOCHS, Machine, Rate, plan, scale_floor, windows_per_image
+from visionflow.planning.rules import (
+    TARGET_EPOCHS,
+    Calibration,
+    Machine,
+    Rate,
+    plan,
+    scale_floor,
+    windows_per_image,
+)
 
 
 def data(size: int, widths: dict[str, float], images: int = 200, shares: dict[str, float] | None = None) -> DataPrint:
@@ -77,6 +86,30 @@ def test_pinned_values_stay_and_the_rest_is_planned_around_them() -> None:
     assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(4 / 16), rel=1e-4), "the lr follows the batch"
     assert "pinned in params" in made.table()
     assert made == plan(data(64, {"disc": 20}), machine(5e6), budget_minutes=2, val_images=48, pinned=pinned)
+
+
+def test_real_epochs_scale_the_probe_and_set_the_epochs_where_they_were_timed() -> None:
+    def probe_epoch(made: PlanFile) -> float:  # the probe's time of one epoch at the plan's settings
+        return made.estimated_minutes * 60 / made.value("train.epochs")
+
+    small = data(64, {"disc": 20, "star": 12})  # full resolution with time to spare: the settings stay
+    probed = plan(small, machine(5e6), budget_minutes=2, val_images=48)
+    spec, batch, epoch = probed.value("train.input"), probed.value("train.batch_size"), probe_epoch(probed)
+    same = Calibration(spec, batch, first_seconds=epoch * 1.5 + 4, epoch_seconds=epoch * 1.5)
+    timed = plan(small, machine(5e6), budget_minutes=2, val_images=48, calibration=same)
+    assert same.matches(timed.value("train.input"), timed.value("train.batch_size")), timed.table()
+    assert timed.value("train.epochs") == int((120 - 4) // (epoch * 1.5)) < probed.value("train.epochs")
+    assert "measured" in timed.table() and "start-up 4.0 s" in timed.table() and timed.estimated_minutes <= 2
+
+    large = data(512, {"road": 200, "car": 40})  # three times slower than probed: the images shrink
+    probed = plan(large, machine(5e6), budget_minutes=10, val_images=50)
+    spec, batch, epoch = probed.value("train.input"), probed.value("train.batch_size"), probe_epoch(probed)
+    slow = Calibration(spec, batch, first_seconds=epoch * 3, epoch_seconds=epoch * 3)
+    shrunk = plan(large, machine(5e6), budget_minutes=10, val_images=50, calibration=slow)
+    assert shrunk.value("train.input")["size"][0] < spec["size"][0], shrunk.table()
+    assert not slow.matches(shrunk.value("train.input"), shrunk.value("train.batch_size"))
+    assert shrunk.estimated_minutes <= 10 and any("3.00x" in note for note in shrunk.notes), shrunk.notes
+    assert shrunk == plan(large, machine(5e6), budget_minutes=10, val_images=50, calibration=slow), "deterministic"
 
 
 def test_window_counts_match_the_sliding_window_layout() -> None:

@@ -25,7 +25,14 @@ from visionflow.orchestration import OWNER_FILE, workspace_lock
 
 pytestmark = pytest.mark.slow
 
-TINY_TRAIN = {"epochs": 1, "batch_size": 8}
+# one epoch, every planned key pinned (the plan itself is tested in test_pipeline and tests/model/test_plan_stage.py)
+TINY_TRAIN = {
+    "epochs": 1,
+    "batch_size": 8,
+    "lr": 0.003,
+    "input": {"size": None, "policy": "resize"},
+    "rare_crops": 0.333,
+}
 MODEL = "visionflow-segmenter"
 
 

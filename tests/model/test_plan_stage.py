@@ -3,6 +3,7 @@ with the plan, pinned keys stay, and the same data, params and machine kind give
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,22 @@ def test_auto_keys_are_planned_with_reasons_and_train_runs_the_plan(workdir: Pat
     assert all(d.reason for d in made.decisions), made.table()
     assert made.value("train.input")["size"] == [64, 64] and made.value("train.batch_size") in (2, 4, 8)
     assert 0 < made.estimated_minutes <= 0.3 * 1.1 and made.machine.startswith("cpu: ")
+    epochs = next(d for d in made.decisions if d.key == "train.epochs")
+    assert "measured" in epochs.reason, "two real epochs at the planned settings set the epochs"
+    assert any(note.startswith("real epochs at ") for note in made.notes), made.notes
     first = config.paths.plan_file.read_bytes()
     assert config.paths.machine_profile.is_file() and "| `train.epochs` |" in config.paths.plan_report.read_text()
     plan.run(config)
     assert config.paths.plan_file.read_bytes() == first, "the same data, params and machine kind: the same plan"
+
+    assert plan.stale(config) is None, "planned on this machine"
+    moved = PlanFile.read(config.paths)
+    dataclasses.replace(moved, machine="cuda: NVIDIA H200, 140 GiB, bf16").write(config.paths)
+    assert "planned on 'cuda: NVIDIA H200" in (plan.stale(config) or ""), "DVC cannot see the move: the plan can"
+    checked = CliRunner().invoke(app, ["plan", "--check", "--params", str(REPO / "params.yaml")])
+    assert checked.exit_code == 1 and "this machine is 'cpu: " in checked.output, checked.output
+    made.write(config.paths)
+    assert CliRunner().invoke(app, ["plan", "--check", "--params", str(REPO / "params.yaml")]).exit_code == 0
 
     meta = train.run(config, resume="never")
     assert meta.epochs == made.value("train.epochs") and meta.input_size == (64, 64)

@@ -17,7 +17,10 @@ The rules (``../shared/PLANNING.md`` has the sources; each is to be checked by m
 4. **Learning rate.** ``REFERENCE_LR`` at ``REFERENCE_BATCH``, scaled by the square root of the batch ratio
    (AdamW).
 5. **Epochs.** As many as the budget holds at the measured step and validation times, at least one: the one-cycle
-   schedule then decays to zero exactly at the end of the budget.
+   schedule then decays to zero exactly at the end of the budget. The probe times the model alone on random
+   tensors; a :class:`Calibration` (real epochs at the planned settings: data loading, augmentation, the val pass
+   and the saves included) scales every probed time by what it measured, and where it was taken at the settings
+   planned, its epoch time sets the epochs.
 
 A value pinned in params is kept; the others are planned around it.
 """
@@ -27,14 +30,24 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from visionflow.handoffs import Decision
 from visionflow.handoffs import PlanFile as Plan
 from visionflow.planning.fingerprint import DataPrint
 
-__all__ = ["PLANNED_KEYS", "Machine", "Rate", "plan", "scale_floor", "windows_per_image"]
+__all__ = [
+    "PLANNED_KEYS",
+    "UNMEASURED_KEYS",
+    "Calibration",
+    "Machine",
+    "Rate",
+    "plan",
+    "scale_floor",
+    "unmeasured",
+    "windows_per_image",
+]
 
 FINEST_STRIDE_PX = 8  # rule 1: the narrowest object width a stride-8 decoder level resolves
 PRESENT_SHARE = 0.01  # rule 1: classes in at least this share of the train images bound the scale
@@ -68,6 +81,7 @@ class Machine:
 
     kind: str  # e.g. "cpu: Intel Xeon, 2 cores, bf16" or "cuda: NVIDIA H200"
     rates: tuple[Rate, ...]
+    overhead: float = 1.0  # real epochs' time over the probe's (a Calibration's ratio): loading, augmenting, saving
 
     def seconds_per_image(self, height: int, width: int, batch: int | None = None) -> tuple[float, float]:
         """(train, eval) seconds per image at this size: from the measurement nearest in pixels (at ``batch``, or
@@ -77,8 +91,21 @@ class Machine:
         if batch is None:  # the best batch measured at that size
             same = [r for r in pool if r.pixels == nearest.pixels]
             nearest = max(same, key=lambda r: r.train_images_per_second)
-        ratio = height * width / nearest.pixels
+        ratio = self.overhead * height * width / nearest.pixels
         return ratio / nearest.train_images_per_second, ratio / nearest.eval_images_per_second
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Two real epochs at one setting, as training runs them: what the probe's model-only times leave out."""
+
+    input: dict[str, Any]  # the train.input spec it ran at
+    batch: int
+    first_seconds: float  # the first epoch: start-up (loader workers, first allocations) included
+    epoch_seconds: float  # the second: what every later epoch costs
+
+    def matches(self, spec: Mapping[str, Any], batch: int) -> bool:
+        return dict(spec) == dict(self.input) and batch == self.batch
 
 
 def _round32(value: float) -> int:
@@ -130,15 +157,27 @@ def plan(
     budget_minutes: float,
     val_images: int,
     pinned: Mapping[str, Any] | None = None,
+    calibration: Calibration | None = None,
 ) -> Plan:
     """The plan for training on ``data`` on ``machine`` in ``budget_minutes`` (validation passes included), with
-    ``pinned`` (dotted params keys set in params) kept as given."""
+    ``pinned`` (dotted params keys set in params) kept as given, and the probe's times scaled by ``calibration``
+    (where its settings are the planned ones, its epoch time sets the epochs)."""
     pinned = dict(pinned or {})
     budget = budget_minutes * 60
     median = (data.height[1], data.width[1])
+    full = (_round32(median[0]), _round32(median[1]))
     floor, floor_reason = scale_floor(data)
     decisions: list[Decision] = []
     notes = [f"scale floor {floor:.2f}: {floor_reason}"]
+    if calibration is not None:
+        probed = _epoch_seconds(machine, data.images, calibration.input["size"] or full, val_images,
+                                calibration.batch, full if calibration.input["policy"] == "crop" else None)  # fmt: skip
+        machine = replace(machine, overhead=calibration.epoch_seconds / probed)
+        notes.append(
+            f"real epochs at {_show_input(calibration.input)}, batch {calibration.batch} took "
+            f"{calibration.epoch_seconds:.1f} s, {machine.overhead:.2f}x the probe's model-only estimate (data "
+            "loading, augmentation, the val pass's metrics, saves): every time is scaled by it"
+        )
 
     # rule 2: size and policy
     if "train.input" in pinned:
@@ -147,7 +186,6 @@ def plan(
     else:
         spec, reason = _input(data, machine, budget, val_images, floor, floor_reason, median)
         decisions.append(Decision("train.input", spec, reason))
-    full = (_round32(median[0]), _round32(median[1]))
     size = tuple(spec["size"]) if spec.get("size") else full
     windowed = spec.get("policy") == "crop"
 
@@ -169,17 +207,22 @@ def plan(
 
     # rule 5: epochs
     epoch = _epoch_seconds(machine, data.images, size, val_images, batch, full if windowed else None)
+    startup, how = 0.0, "estimated"
+    if calibration is not None and calibration.matches(spec, batch):
+        epoch, how = calibration.epoch_seconds, "measured"
+        startup = max(0.0, calibration.first_seconds - calibration.epoch_seconds)
     if "train.epochs" in pinned:
         epochs = int(pinned["train.epochs"])
         decisions.append(Decision("train.epochs", epochs, "", pinned=True))
     else:
-        epochs = max(1, int(budget // epoch))
+        epochs = max(1, int((budget - startup) // epoch))
         decisions.append(
             Decision(
                 "train.epochs",
                 epochs,
-                f"{budget_minutes:g} min / {epoch:.1f} s an epoch ({data.images} train images at "
-                f"{size[0]}x{size[1]}, batch {batch}, then {val_images} val images)",
+                f"{budget_minutes:g} min / {epoch:.1f} s an epoch, {how} ({data.images} train images at "
+                f"{size[0]}x{size[1]}, batch {batch}, then {val_images} val images"
+                + (f"; the first epoch's start-up {startup:.1f} s more)" if startup else ")"),
             )
         )
 
@@ -188,11 +231,29 @@ def plan(
     else:
         why = "a third of the crops centred on a rare class present (nnU-Net)" if windowed else "no crops: unused"
         decisions.append(Decision("train.rare_crops", round(RARE_CROPS, 3), why))
-    estimated = epochs * epoch / 60
+    estimated = (startup + epochs * epoch) / 60
     if estimated > budget_minutes * 1.1:
         notes.append(f"the pinned values need about {estimated:.1f} min, more than the {budget_minutes:g} min budget")
     return Plan(machine.kind, budget_minutes, round(estimated, 2), tuple(decisions), tuple(notes),
                 json.loads(json.dumps(asdict(data))))  # fmt: skip
+
+
+def unmeasured(pinned: Mapping[str, Any], auto: Sequence[str], model: str, budget_minutes: float) -> Plan:
+    """The plan where nothing needs measuring: every key pinned, or a classifier's whole images (it pools over the
+    image, so each is fed at its own size, uncropped). The same file on every machine."""
+    chosen = {
+        "train.input": ({"size": None, "policy": "resize"}, "classification: each image whole at its own size (the "
+                        "classifier pools over all of it)"),
+        "train.rare_crops": (round(RARE_CROPS, 3), "no crops: unused"),
+    }  # fmt: skip
+    decisions = [Decision(key, value, "", pinned=True) for key, value in pinned.items()]
+    decisions += [Decision(key, *chosen[key]) for key in auto]
+    order = {key: at for at, key in enumerate(PLANNED_KEYS)}
+    decisions.sort(key=lambda d: order[d.key])
+    return Plan(f"not measured ({model})", budget_minutes, 0.0, tuple(decisions))
+
+
+UNMEASURED_KEYS = ("train.input", "train.rare_crops")  # what :func:`unmeasured` plans for a classifier
 
 
 def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floor: float, floor_reason: str,
@@ -249,3 +310,8 @@ def _batch(machine: Machine, size: Sequence[int], cap: int) -> tuple[int, str]:
     if batch != chosen.batch:
         why += f", clamped to [2, {cap}] (5% of the train images)"
     return batch, why
+
+
+def _show_input(spec: Mapping[str, Any]) -> str:
+    size = spec.get("size")
+    return f"{spec['policy']} {size[0]}x{size[1]}" if size else f"{spec['policy']} at full size"

@@ -1,16 +1,22 @@
 """plan: choose the train settings that params leave at ``auto`` from the train split's fingerprint, this kind of
 machine's measured speed and ``plan.budget_minutes`` (visionflow.planning.rules has the rules and their reasons).
 
-Writes plan.json (what train runs with) and plan.md (the table). The machine's measured speed is kept in
-``paths.cache``/machine.json per machine kind and model, so that the plan changes when the data, the params or
-the kind of machine change, and never because this machine was busier. Only the train split is read: no choice
-depends on val or test (val's size enters only as the count of images a validation pass scores). With every key
-pinned nothing is measured.
+Writes plan.json (what train runs with) and plan.md (the table). The probe times the model alone at candidate
+sizes and batches; then two real epochs at the planned settings (training's own epoch, data loading, augmentation,
+the val pass and the saves included) scale those times, and where that moves the plan, the new settings are timed
+the same way (at most ``MAX_CALIBRATIONS`` times). Both measurements are kept in ``paths.cache``/machine.json per
+machine kind, model and settings, so that the plan changes when the data, the params or the kind of machine change,
+and never because this machine was busier. No choice depends on val's or test's contents: the fingerprint reads
+the train split, and val enters only as the time a validation pass takes. With every key pinned nothing is
+measured.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,14 +27,25 @@ from visionflow.data.dataset import DecodedCache
 from visionflow.data.transforms import round_up
 from visionflow.engine import Runtime, resolve_device, resolve_precision
 from visionflow.errors import ConfigError
-from visionflow.handoffs import AcceptedManifest, DatasetInfo, Decision, PlanFile
+from visionflow.handoffs import AcceptedManifest, DatasetInfo, PlanFile
 from visionflow.planning.fingerprint import DataPrint, fingerprint
 from visionflow.planning.machine import machine_kind, measure
-from visionflow.planning.rules import MAX_BATCH_SHARE, MIN_CROP, Machine, Rate, plan
+from visionflow.planning.rules import (
+    MAX_BATCH_SHARE,
+    MIN_CROP,
+    UNMEASURED_KEYS,
+    Calibration,
+    Machine,
+    Rate,
+    plan,
+    unmeasured,
+)
+from visionflow.stages.train import time_epochs
 
-__all__ = ["run"]
+__all__ = ["run", "stale"]
 
 MAX_PROBE_PIXELS = 16 * 384 * 480  # a measured batch holds at most this many pixels (keeps the probe short)
+MAX_CALIBRATIONS = 3  # settings timed by real epochs before the plan keeps the scaled estimate
 
 
 def _pinned(config: Config) -> dict[str, Any]:
@@ -58,10 +75,7 @@ def _machine(config: Config, data: DataPrint, runtime: Runtime) -> Machine:
     model = config.model
     key = json.dumps([kind, model.arch, model.encoder, sizes, batches, config.plan.steps])
     path = config.paths.machine_profile
-    try:
-        profiles = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except ValueError:
-        profiles = {}  # an unreadable profile is measured again
+    profiles = _profiles(path)
     if key in profiles:
         return Machine(kind, tuple(Rate(**r) for r in profiles[key]))
     print(f"plan: measuring {model.arch}-{model.encoder} on {kind} at {sizes} x batches {batches}")
@@ -69,10 +83,67 @@ def _machine(config: Config, data: DataPrint, runtime: Runtime) -> Machine:
     for size in sizes:  # the largest batches only where they stay within MAX_PROBE_PIXELS
         fitting = [b for b in batches if b * size[0] * size[1] <= MAX_PROBE_PIXELS] or batches[:1]
         rates += measure(model, "segmentation", len(data.classes), runtime, [size], fitting, config.plan.steps).rates
-    profiles[key] = [r.__dict__ for r in rates]
+    _keep(path, key, [r.__dict__ for r in rates])
+    return Machine(kind, tuple(rates))
+
+
+def _profiles(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        return {}  # an unreadable profile is measured again
+
+
+def _keep(path: Path, key: str, value: Any) -> None:
+    profiles = _profiles(path)
+    profiles[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(profiles, indent=2) + "\n", encoding="utf-8")
-    return Machine(kind, tuple(rates))
+
+
+def _calibrate(config: Config, made: PlanFile, kind: str, manifest: AcceptedManifest) -> Calibration:
+    """Two real epochs of training at ``made``'s settings (from machine.json where timed before)."""
+    trial = config.planned(made.overrides())
+    rows = {split: manifest.split(split)["sha256"].tolist() for split in ("train", "val")}
+    key = json.dumps(
+        [
+            "epochs",
+            kind,
+            trial.model.model_dump(mode="json"),
+            trial.train.model_dump(mode="json", exclude={"epochs"}),  # the epochs change no epoch's time
+            trial.evaluate.model_dump(mode="json"),
+            hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
+        ]
+    )
+    spec, batch = made.value("train.input"), int(made.value("train.batch_size"))
+    path = config.paths.machine_profile
+    kept = _profiles(path).get(key)
+    if kept is None:
+        print(f"plan: timing two real epochs at {spec}, batch {batch}")
+        with tempfile.TemporaryDirectory(prefix="visionflow-plan-") as scratch:
+            paths = trial.paths.model_copy(update={"model": Path(scratch)})
+            first, second = time_epochs(trial.model_copy(update={"paths": paths}), epochs=2)
+        kept = {"first_seconds": first, "epoch_seconds": second}
+        _keep(path, key, kept)
+    return Calibration(spec, batch, kept["first_seconds"], kept["epoch_seconds"])
+
+
+def _runtime(config: Config) -> Runtime:
+    device = resolve_device(config.train.device)
+    return Runtime(device, config.train.channels_last, resolve_precision(config.train.precision, device))
+
+
+def stale(config: Config, root: Path = Path(".")) -> str | None:
+    """Why the plan in ``root`` no longer holds here (DVC cannot see the machine change): it was measured on
+    another kind of machine than this one, and params leave keys to it. None where it holds, or there is none."""
+    made = PlanFile.load_or_none(root / config.paths.plan_file)
+    if made is None or not config.auto_keys or made.machine.startswith("not measured"):
+        return None
+    runtime = _runtime(config)
+    kind = machine_kind(runtime.device, runtime.precision)
+    if made.machine == kind:
+        return None
+    return f"{config.paths.plan_file} was planned on '{made.machine}'; this machine is '{kind}'"
 
 
 def run(config: Config) -> PlanFile:
@@ -80,24 +151,28 @@ def run(config: Config) -> PlanFile:
     info = DatasetInfo.read(paths)
     manifest = AcceptedManifest.read(paths)
     pinned = _pinned(config)
-    if info.task == "classification" and config.auto_keys:
+    classifier = info.task == "classification"
+    if classifier and (measured := [k for k in config.auto_keys if k not in UNMEASURED_KEYS]):
         raise ConfigError(
-            f"{', '.join(config.auto_keys)}: auto is planned for segmentation only; set them in params.yaml"
+            f"{', '.join(measured)}: auto is planned for segmentation only; a classifier's are set in params.yaml "
+            "(examples/digits.yaml sets them for the digits)"
         )
-    if not config.auto_keys:  # nothing to decide: nothing measured, and the same file on every machine
-        decisions = tuple(Decision(k, v, "", pinned=True) for k, v in pinned.items())
-        model = f"{config.model.arch}-{config.model.encoder}"  # what a plan is for, measured or not
-        made = PlanFile(f"not measured (every key pinned; {model})", config.plan.budget_minutes, 0.0, decisions)
+    if classifier or not config.auto_keys:  # nothing to measure: the same file on every machine
+        model = f"{config.model.arch}-{config.model.encoder}" if not classifier else config.model.arch
+        made = unmeasured(pinned, config.auto_keys, model, config.plan.budget_minutes)  # names what it is for
     else:
         rows = manifest.split("train")
         cache = DecodedCache.open(rows, paths.cache, info)
         masks = (np.asarray(cache.mask(i)) for i in tqdm(range(len(cache)), desc="fingerprint", unit="img"))
         data = fingerprint(masks, info.classes, info.ignore_index)
-        device = resolve_device(config.train.device)
-        precision = resolve_precision(config.train.precision, device)
-        runtime = Runtime(device, config.train.channels_last, precision)
-        machine = _machine(config, data, runtime)
-        made = plan(data, machine, config.plan.budget_minutes, manifest.per_split.get("val", 0), pinned)
+        machine = _machine(config, data, _runtime(config))
+        val_images = manifest.per_split.get("val", 0)
+        made = plan(data, machine, config.plan.budget_minutes, val_images, pinned)
+        for _ in range(MAX_CALIBRATIONS):  # time the planned settings until the plan stays where it was timed
+            calibration = _calibrate(config, made, machine.kind, manifest)
+            made = plan(data, machine, config.plan.budget_minutes, val_images, pinned, calibration)
+            if calibration.matches(made.value("train.input"), int(made.value("train.batch_size"))):
+                break
     made.write(paths)
     paths.plan_report.write_text(made.report(), encoding="utf-8")
     print(f"plan: {paths.plan_file} ({made.machine}, budget {made.budget_minutes:g} min)")

@@ -46,7 +46,7 @@ from visionflow.metrics import best_threshold, task_metrics, threshold_counts
 from visionflow.models import create_model, is_binary, load_model, save_model, update_meta
 from visionflow.windows import Windows
 
-__all__ = ["planned", "run", "seed_everything"]
+__all__ = ["planned", "run", "seed_everything", "time_epochs"]
 
 
 def seed_everything(seed: int) -> None:
@@ -282,6 +282,7 @@ def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
     paths, train_cfg = config.paths, config.train
     session = _build(config, dist)
     state = _resume_point(config, session, resume)
+    resumed = state.epoch
     start = time.perf_counter()
     with _open_run(config, state, dist, session.info) as run_info:
         if run_info is not None and not state.run_id:
@@ -296,24 +297,16 @@ def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
             total=train_cfg.epochs,
             disable=not dist.is_main,
         )
+        looped = time.perf_counter()
         for epoch in epochs:
-            row = _train_epoch(session, epoch, train_cfg.grad_clip)
+            row = _fit_epoch(config, session, state, epoch, log=True)
             epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_score']:.3f}")
-            if _record_epoch(config, session, state, row) and dist.is_main:
-                _save_best(config, session, epoch, row)
-            if dist.is_main:
-                save_checkpoint(
-                    paths.checkpoint,
-                    model=session.model,
-                    optimizer=session.optimizer,
-                    scheduler=session.scheduler,
-                    state=state,
-                )
             if train_cfg.early_stopping and state.epochs_without_improvement >= train_cfg.early_stopping:
                 if dist.is_main:
                     tqdm.write(f"train: stopping early, no better val score for {train_cfg.early_stopping} epochs")
                 break
         if dist.is_main:
+            _log_budget(config, time.perf_counter() - looped, state.epoch - resumed)
             update_meta(paths.weights, epochs=state.epoch)
             if is_binary(session.info.task, len(session.info.classes)):
                 _choose_threshold(config, session)
@@ -377,6 +370,51 @@ def _choose_threshold(config: Config, session: _Session) -> float:
     return tau
 
 
+def _fit_epoch(config: Config, session: _Session, state: TrainingState, epoch: int, log: bool) -> dict[str, float]:
+    """One epoch as training runs it: the training pass, the val pass, the best model's and the checkpoint's saves
+    (rank 0), logged to MLflow where ``log``."""
+    row = _train_epoch(session, epoch, config.train.grad_clip)
+    if _record_epoch(config, session, state, row, log) and session.dist.is_main:
+        _save_best(config, session, epoch, row)
+    if session.dist.is_main:
+        save_checkpoint(
+            config.paths.checkpoint,
+            model=session.model,
+            optimizer=session.optimizer,
+            scheduler=session.scheduler,
+            state=state,
+        )
+    return row
+
+
+def time_epochs(config: Config, epochs: int = 2) -> list[float]:
+    """The wall seconds of the first ``epochs`` epochs exactly as training runs them (:func:`_fit_epoch`, saving
+    into ``config.paths.model``), logged nowhere: the plan stage's measure of what an epoch costs at the settings
+    it plans, data loading and augmentation included."""
+    session = _build(config, Dist(0, 1, 0))
+    state = TrainingState(fingerprint="timing")
+    seconds = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        _fit_epoch(config, session, state, epoch, log=False)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _log_budget(config: Config, seconds: float, epochs: int) -> None:
+    """The epochs' wall time against the plan's budget and estimate (where a plan set the epochs)."""
+    tracking.log_metrics({"train/seconds": seconds})
+    plan = PlanFile.load_or_none(config.paths.plan_file)
+    planned_epochs = None if plan is None else next((d for d in plan.decisions if d.key == "train.epochs"), None)
+    if planned_epochs is None or planned_epochs.pinned or epochs != config.train.epochs:
+        return  # the epochs were pinned, or this session resumed or stopped early: nothing to hold it against
+    budget = plan.budget_minutes * 60
+    tqdm.write(
+        f"train: {epochs} epochs in {seconds:.0f} s against the plan's budget of {budget:.0f} s "
+        f"({seconds / budget - 1:+.0%}; estimated {plan.estimated_minutes * 60:.0f} s)"
+    )
+
+
 def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict[str, float]:
     session.sampler.set_epoch(epoch)
     session.train_set.set_epoch(epoch, session.dist.rank)
@@ -423,13 +461,14 @@ def _train_epoch(session: _Session, epoch: int, grad_clip: float | None) -> dict
     }
 
 
-def _record_epoch(config: Config, session: _Session, state: TrainingState, row: dict[str, float]) -> bool:
-    """Log the epoch (rank 0), update the state; True when this epoch is the best so far."""
+def _record_epoch(config: Config, session: _Session, state: TrainingState, row: dict[str, float], log: bool) -> bool:
+    """Log the epoch (rank 0; to MLflow where ``log``), update the state; True when this epoch is the best so far."""
     state.epoch = int(row["epoch"])
     state.history.append(row)
     if session.dist.is_main:
         # "train/..." keeps the curves apart from evaluate's final val_* metrics of the chosen model
-        tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=state.epoch)
+        if log:
+            tracking.log_metrics({f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=state.epoch)
         tqdm.write(
             f"epoch {state.epoch:3d}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
             f"val_{config.primary_metric} {row['val_score']:.4f}  {row['train_images_per_second']:.1f} img/s"
