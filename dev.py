@@ -57,6 +57,9 @@ def ensure_env() -> None:
     STAMP.write_text(_install_key())
 
 
+STALE_PLAN = 9  # `visionflow plan --check`: plan.json was made on another kind of machine (visionflow.errors)
+
+
 def run(*command: str) -> int:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
     return subprocess.run(command, cwd=ROOT, env=env).returncode
@@ -81,8 +84,11 @@ def main(argv: list[str]) -> int:
     job, extra = argv[0], argv[1:]
     ensure_env()
     if job == "repro":  # DVC cannot see a move to another kind of machine: a plan made on one is made again
-        if subprocess.run([str(BIN / "visionflow"), "plan", "--check"], cwd=ROOT).returncode == 1:
-            run(str(BIN / "dvc"), "repro", "--force", "--single-item", "plan")
+        if subprocess.run([str(BIN / "visionflow"), "plan", "--check"], cwd=ROOT).returncode == STALE_PLAN:
+            dvc = str(BIN / "dvc")  # the stages before plan brought up to date, then plan made again
+            replanned = run(dvc, "repro", "balance") or run(dvc, "repro", "--force", "--single-item", "plan")
+            if replanned:
+                return replanned
         return run(str(BIN / "dvc"), "repro", *extra)
     if job == "test":
         return run(str(BIN / "python"), "-m", "pytest", *extra)

@@ -119,6 +119,14 @@ def training_seconds(config: Config) -> float:
     return float(history["train_seconds"].sum() + history["val_seconds"].sum())
 
 
+def per_image(config: Config) -> dict[str, dict[str, float | None]]:
+    """Each val image's scores from evaluate's per_image.csv, by image id: what two runs are compared by."""
+    import pandas as pd
+
+    table = pd.read_csv(config.paths.evaluated("val").per_image, dtype={"id": str}).set_index("id")
+    return {i: {k: score(v) for k, v in row.items()} for i, row in table[["miou", "pixel_accuracy"]].iterrows()}
+
+
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options as JSON-friendly values (the report records what was run)."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"}

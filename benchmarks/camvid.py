@@ -49,12 +49,6 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return common.camvid_overrides(args) | fixed | extra
 
 
-def per_image(config: Config) -> dict[str, dict[str, float | None]]:
-    """Each val image's scores from evaluate's per_image.csv, by image id."""
-    table = pd.read_csv(config.paths.evaluated("val").per_image, dtype={"id": str}).set_index("id")
-    return {i: {k: common.score(v) for k, v in row.items()} for i, row in table[["miou", "pixel_accuracy"]].iterrows()}
-
-
 def train_within_budget(base: dict[str, Any], budget_minutes: float) -> tuple[Config, ModelMeta]:
     """Time one epoch, then train from scratch for as many epochs as fit in the budget (so the learning-rate
     schedule completes). Where one is all that fits, the timed run is that training: same params, same seed."""
@@ -97,7 +91,7 @@ def main() -> int:
             "best_epoch": trained.epoch,
             "per_class_iou": common.per_class_iou(metrics),
             "curve": history[["epoch", "train_loss", "val_loss", "val_miou"]].round(4).to_dict(orient="records"),
-            "per_image": per_image(config),
+            "per_image": common.per_image(config),
         }
     print_report(report)
     common.write_json(args.json, report)

@@ -79,7 +79,7 @@ def plan_command(
     params: ParamsOption = Path("params.yaml"),
     explain: Annotated[bool, typer.Option("--explain", help="print plan.json and its reasons; plan nothing")] = False,
     check: Annotated[
-        bool, typer.Option("--check", help="exit 1 when plan.json was planned on another kind of machine")
+        bool, typer.Option("--check", help="exit 9 when plan.json was planned on another kind of machine")
     ] = False,
 ) -> None:
     """Plan the train settings left at auto (input size and policy, batch, lr, epochs) for plan.budget_minutes.
@@ -93,11 +93,16 @@ def plan_command(
         return
     config = _guarded("plan", lambda: load_config(params))
     if check:
+        from visionflow.errors import STALE_PLAN
         from visionflow.stages.plan import stale
 
-        why = stale(config)
-        typer.echo(f"plan: {why}" if why else f"plan: {config.paths.plan_file} holds on this machine")
-        raise typer.Exit(code=1 if why else 0)
+        why = _guarded("plan", lambda: stale(config))
+        if why:
+            typer.echo(f"plan: {why}: plan again (`dvc repro -f -s plan`)")
+            raise typer.Exit(code=STALE_PLAN)
+        held = config.paths.plan_file.is_file()
+        typer.echo(f"plan: {config.paths.plan_file} " + ("holds on this machine" if held else "not made yet"))
+        return
     from visionflow.handoffs import PlanFile
 
     typer.echo(_guarded("plan", lambda: PlanFile.read(config.paths)).report())

@@ -6,6 +6,7 @@ keys that are allowed there, instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import typing
@@ -493,6 +494,7 @@ class PlanConfig(_Section):
     budget_minutes: float = Field(2.0, gt=0)  # wall-clock time of training, validation passes included
     batches: list[int] = [2, 4, 8, 16, 32]  # batch sizes whose speed is measured
     steps: int = Field(2, ge=1)  # timed batches per measured size and batch (after one warm-up batch)
+    crops: bool = True  # false: whole images only (resized below the scale floor where the budget needs it)
 
 
 class Config(_Section):
@@ -653,7 +655,7 @@ def load_config(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
             if not isinstance(node, dict):
                 within = ".".join(parents[: at + 1])
                 raise ConfigError(f"{path}: cannot set {dotted}: {within} is {node!r} here, not a section of keys")
-        node[leaf] = value
+        node[leaf] = copy.deepcopy(value)  # the caller's dict stays as it was
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

@@ -50,10 +50,12 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ),
     ExitCode(7, "bad input", "an input given to a command is unusable (a folder of images, an image)", False),
     ExitCode(8, "registry", "the model registry cannot do what was asked (no previous version, classes differ)", False),
+    ExitCode(9, "stale plan", "`visionflow plan --check`: plan.json was planned on another kind of machine", False),
     ExitCode(70, "crash", "an unexpected error: its traceback is printed (out of memory, a CUDA fault, a bug)", True),
     ExitCode(75, "tracking away", "the configured MLflow tracking server does not answer", True),
 )
 CRASH = 70  # EX_SOFTWARE (sysexits.h)
+STALE_PLAN = 9  # `visionflow plan --check`: plan again
 
 
 def retried(code: int | None) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +24,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
 from visionflow.config import Config, load_config
-from visionflow.errors import ConfigError
-from visionflow.orchestration import StageFailed, StageResult, Summary, run_stage, run_summary, workspace_lock
+from visionflow.errors import STALE_PLAN, ConfigError
+from visionflow.orchestration import (
+    StageFailed,
+    StageResult,
+    Summary,
+    run_stage,
+    run_summary,
+    tool,
+    workspace_lock,
+)
 
 __all__ = [
     "flow_run_label",
@@ -122,10 +131,11 @@ def skip_busy(repo: Path, summary: Summary, key: str, config: Config) -> dict[st
     return {"outcome": "skipped", "reason": "workspace busy"}
 
 
-def _plan_stale(config: Config, repo: Path) -> str | None:
-    from visionflow.stages import plan  # torch: only where a flow reaches the plan stage
-
-    return plan.stale(config, repo)
+def _plan_stale(repo: Path) -> str | None:
+    """Why ``repo``'s plan.json no longer holds on this machine (``visionflow plan --check``, in its own process:
+    the flow holds no torch or CUDA state), or None."""
+    checked = subprocess.run([tool("visionflow"), "plan", "--check"], cwd=repo, capture_output=True, text=True)
+    return checked.stdout.strip().removeprefix("plan: ") if checked.returncode == STALE_PLAN else None
 
 
 def run_stages(stages: Iterable[str], repo: Path, config: Config, summary: Summary, key: str,
@@ -136,8 +146,8 @@ def run_stages(stages: Iterable[str], repo: Path, config: Config, summary: Summa
     stage_task = repro_stage.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_seconds)
     forced = set(force)
     for stage in stages:
-        if stage == "plan" and stage not in forced and (why := _plan_stale(config, repo)):
-            get_run_logger().info("plan: %s: planning again", why)  # DVC cannot see a change of machine
+        if stage == "plan" and stage not in forced and (why := _plan_stale(repo)):
+            get_run_logger().info("plan: %s", why)  # DVC cannot see a change of machine: plan is forced
             forced.add(stage)
         try:
             summary.stages.append(stage_task(stage, repo, stage in forced))

@@ -53,6 +53,7 @@ __all__ = [
     "run_summary",
     "set_flags",
     "sweep_results",
+    "tool",
     "workspace_lock",
 ]
 
@@ -63,10 +64,14 @@ DVC_REFUSED = 255  # DVC itself refused (no stage ran: a params interpolation er
 Log = Callable[[str], None]
 
 
+def tool(name: str) -> str:
+    """The command ``name`` beside this interpreter (the project's environment), else the one on PATH."""
+    beside_python = Path(sys.executable).with_name(name)
+    return str(beside_python) if beside_python.exists() else (shutil.which(name) or name)
+
+
 def dvc() -> str:
-    """The dvc beside this interpreter (the project's environment), else the one on PATH."""
-    beside_python = Path(sys.executable).with_name("dvc")
-    return str(beside_python) if beside_python.exists() else (shutil.which("dvc") or "dvc")
+    return tool("dvc")
 
 
 def _dvc_checked(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:

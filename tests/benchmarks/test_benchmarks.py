@@ -174,3 +174,38 @@ def test_training_benchmarks_say_where_they_looked_for_camvid(script: str, tmp_p
     assert result.returncode == 2
     assert f"CamVid not found at {tmp_path} (expected train/ trainannot/ val/ valannot/ there" in result.stderr
     assert "from a clone elsewhere pass --camvid /path/to/camvid" in result.stderr
+
+
+def check_plan_report(report: dict[str, Any], printed: str, other: str, classes: list[str]) -> None:
+    """plan.py's report: both arms with their plans and scores, the paired interval over every val image, and the
+    rarest classes in the printed table."""
+    planned, compared = report["planned"], report["comparison"]
+    assert planned["arm"] == "planned" and report["other"]["arm"] == other
+    assert "| `train.input` |" in planned["plan"] and "| `train.epochs` |" in planned["plan"], planned["plan"]
+    assert not any("pinned in params" in row for row in planned["plan"].splitlines()), "every key planned"
+    assert set(planned["per_image"]) == set(report["other"]["per_image"]) and compared["images"] > 0
+    low, high = compared["interval"]
+    assert low <= compared["mean_difference"] <= high
+    assert list(compared["rarest"]) == planned["rarest"] and set(planned["rarest"]) <= set(classes)
+    assert all(finite(planned[k]) and planned[k] > 0 for k in ("train_minutes", "estimated_minutes"))
+    rows = table_rows(printed, "| | planned |")
+    assert rows[:2] == ["val mIoU", "training minutes"] and rows[2:-1] == [f"IoU {c}" for c in planned["rarest"]]
+    assert f"planned - {other}: mean per-image mIoU difference" in printed
+
+
+def test_plan_compares_the_planned_camvid_run_with_the_reference(synthetic_camvid: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "camvid.json"
+    report_of("camvid.py", reference, "--camvid", synthetic_camvid, "--budget-minutes", "0.001")
+    report, printed = report_of("plan.py", tmp_path / "plan.json", "camvid", "--camvid", synthetic_camvid,
+                                "--reference", reference, "--budget-minutes", "0.02")  # fmt: skip
+    check_plan_report(report, printed, "reference", list(CAMVID.classes))
+    assert report["planned"]["rarest"] == RAREST, "by train pixel share"
+    assert sorted(report["planned"]["per_image"]) == sorted(p.stem for p in (synthetic_camvid / "val").iterdir())
+
+
+def test_plan_compares_crops_with_the_resize_baseline_on_the_wires(tmp_path: Path) -> None:
+    # the size of the work: 12 images of 256 px (the benchmark's set is 1024 px), a budget of about one epoch
+    report, printed = report_of("plan.py", tmp_path / "plan.json", "wires", "--images", "12", "--budget-minutes",
+                                "0.02", "--set", "data.builtin.image_size=256")  # fmt: skip
+    check_plan_report(report, printed, "resize", ["background", "plate", "wire", "rivet"])
+    assert "policy: resize}" in report["other"]["plan"] and "plan.crops: false" in report["other"]["plan"]

@@ -47,6 +47,18 @@ def test_shares_counts_and_sizes_of_a_known_split() -> None:
     assert dot.image_share == 0.5 and dot.objects_per_image == 2 and 5 <= dot.width_p50 <= 8
     assert never.image_share == 0 and never.width_p50 is None and never.pixel_share == 0
     assert sum(c.pixel_share for c in print_.classes) == pytest.approx(1.0, abs=1e-5)
+    assert blob.width_by_pixels == blob.width_p50 and never.width_by_pixels is None, "one object: its own width"
+
+
+def test_specks_of_label_noise_do_not_make_a_class_thin() -> None:
+    """Twenty 1 px specks beside one 41 px disc: most objects are specks, but nearly every pixel is the disc's."""
+    mask = np.zeros((96, 96), np.uint8)
+    disc(mask, 48, 48, 20, 1)
+    for i in range(20):
+        mask[2 + 4 * i, 2] = 1
+    sky = fingerprint([mask], ["background", "sky"], 255).by_name("sky")
+    assert sky.objects_per_image == 21 and sky.width_p50 < 3, "the specks are the median object"
+    assert sky.width_by_pixels >= 39, "half the pixels lie in the disc"
 
 
 def test_the_wires_set_is_thin_at_every_size() -> None:
@@ -60,4 +72,5 @@ def test_the_wires_set_is_thin_at_every_size() -> None:
     for print_ in found.values():
         assert print_.by_name("wire").width_p50 <= builtin.WIRE_WIDTH + 1.5
         assert abs(print_.by_name("rivet").width_p50 - builtin.RIVET_DIAMETER) <= 1.5
+        assert print_.by_name("wire").width_by_pixels <= builtin.WIRE_WIDTH + 1.5, "weighted by pixels, still thin"
     assert found[1024].by_name("plate").width_p50 > 1.5 * found[512].by_name("plate").width_p50

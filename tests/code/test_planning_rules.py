@@ -12,20 +12,22 @@ import torch
 from visionflow.handoffs import PlanFile
 from visionflow.planning.fingerprint import ClassPrint, DataPrint
 from visionflow.planning.rules import (
+    PLANNED_KEYS,
     TARGET_EPOCHS,
     Calibration,
     Machine,
     Rate,
+    needs_measuring,
     plan,
     scale_floor,
-    windows_per_image,
+    unmeasured,
 )
 
 
 def data(size: int, widths: dict[str, float], images: int = 200, shares: dict[str, float] | None = None) -> DataPrint:
     shares = shares or {}
     classes = tuple(
-        ClassPrint(name, 1 / len(widths), shares.get(name, 0.5), 2.0, width * 0.6, width)
+        ClassPrint(name, 1 / len(widths), shares.get(name, 0.5), 2.0, width * 0.6, width, width)
         for name, width in widths.items()
     )
     return DataPrint(images, (size, size, size), (size, size, size), 0.0, classes)
@@ -75,6 +77,11 @@ def test_thin_structures_on_large_images_get_crops_and_the_budget_holds() -> Non
     assert made.value("train.rare_crops") == pytest.approx(1 / 3, abs=1e-3)
     assert made.estimated_minutes <= 10 * 1.1 and made.value("train.epochs") >= 1
     assert "wire" in made.notes[0] and "crops" in made.table()
+    whole = plan(data(1024, {"plate": 200, "wire": 3.5, "rivet": 7}), machine(5e6), 10, 40, crops=False)
+    spec = whole.value("train.input")
+    assert spec["policy"] == "resize" and 32 <= spec["size"][0] < 1024, "whole images, shrunk below the floor"
+    assert whole.value("train.epochs") >= 0.9 * TARGET_EPOCHS and whole.estimated_minutes <= 10, whole.table()
+    assert "plan.crops: false" in whole.table()
 
 
 def test_pinned_values_stay_and_the_rest_is_planned_around_them() -> None:
@@ -86,6 +93,15 @@ def test_pinned_values_stay_and_the_rest_is_planned_around_them() -> None:
     assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(4 / 16), rel=1e-4), "the lr follows the batch"
     assert "pinned in params" in made.table()
     assert made == plan(data(64, {"disc": 20}), machine(5e6), budget_minutes=2, val_images=48, pinned=pinned)
+
+
+def test_with_the_size_batch_and_epochs_pinned_nothing_is_measured() -> None:
+    pinned = {"train.input": {"size": [128, 128], "policy": "crop"}, "train.batch_size": 4, "train.epochs": 3}
+    assert needs_measuring(["train.lr", "train.rare_crops"]) is False and needs_measuring(["train.epochs"])
+    made = unmeasured(pinned, ["train.lr", "train.rare_crops"], "Unet-resnet18", 2.0)
+    assert made.machine == "not measured (Unet-resnet18)" and [d.key for d in made.decisions] == list(PLANNED_KEYS)
+    assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(4 / 16), rel=1e-4), "the lr follows the batch"
+    assert "nnU-Net" in next(d.reason for d in made.decisions if d.key == "train.rare_crops"), "crops are pinned"
 
 
 def test_real_epochs_scale_the_probe_and_set_the_epochs_where_they_were_timed() -> None:
@@ -109,15 +125,6 @@ def test_real_epochs_scale_the_probe_and_set_the_epochs_where_they_were_timed() 
     assert shrunk.value("train.input")["size"][0] < spec["size"][0], shrunk.table()
     assert not slow.matches(shrunk.value("train.input"), shrunk.value("train.batch_size"))
     assert shrunk.estimated_minutes <= 10 and any("3.00x" in note for note in shrunk.notes), shrunk.notes
-    assert shrunk == plan(large, machine(5e6), budget_minutes=10, val_images=50, calibration=slow), "deterministic"
-
-
-def test_window_counts_match_the_sliding_window_layout() -> None:
-    from visionflow.windows import window_starts
-
-    for full, window in (((360, 480), (256, 320)), ((1024, 1024), (256, 256)), ((64, 64), (64, 64))):
-        expected = len(window_starts(full[0], window[0], 0.5)) * len(window_starts(full[1], window[1], 0.5))
-        assert windows_per_image(full, window) == expected
 
 
 def test_the_machine_is_measured_through_the_training_step_and_named_by_kind() -> None:

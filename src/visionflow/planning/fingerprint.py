@@ -4,7 +4,9 @@ Object size is measured as **width**: twice the largest distance from a pixel of
 component's outside, the diameter of the largest disc that fits in it. A 3 px wire has width ~3-4 whatever its
 length or angle, a 7 px rivet ~7, a 100 px plate ~100; a bounding box would call a diagonal wire hundreds of
 pixels wide. A decoder whose finest level has stride 8 needs objects of about 8 px or more at the scale it sees
-them (PLANNING.md), which is why the planner reads the thinnest objects' widths.
+them (PLANNING.md), which is why the planner reads the thinnest objects' widths. The width that bounds the scale
+is weighted by pixels (``width_by_pixels``: half of a class's pixels lie in objects at least that wide), so that
+specks of label noise, a few pixels of sky between leaves, do not count as the class's typical object.
 
 Only the train split is read: no choice may depend on val or test.
 """
@@ -30,6 +32,7 @@ class ClassPrint:
     objects_per_image: float  # median number of connected components, over the images that hold it
     width_p10: float | None  # object widths in px (see the module docstring): 10th percentile; None: no objects
     width_p50: float | None  # median
+    width_by_pixels: float | None = None  # the median width over the class's pixels (objects weighted by area)
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,23 @@ class DataPrint:
 
 def object_widths(region: np.ndarray) -> np.ndarray:
     """The width (px) of each connected component (8-connected) of a boolean mask, in label order."""
+    return _objects(region)[0]
+
+
+def _objects(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(widths, areas in px) of the connected components (8-connected) of a boolean mask, in label order."""
     labels, count = ndimage.label(region, structure=np.ones((3, 3), bool))
     if not count:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0, np.int64)
     depth = ndimage.distance_transform_edt(region)
-    return 2 * np.asarray(ndimage.maximum(depth, labels, index=np.arange(1, count + 1)), dtype=float)
+    widths = 2 * np.asarray(ndimage.maximum(depth, labels, index=np.arange(1, count + 1)), dtype=float)
+    return widths, np.bincount(labels.ravel(), minlength=count + 1)[1:]
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return round(float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)]), 2)
 
 
 def _percentiles(values: Sequence[float], points: Sequence[float]) -> tuple[float, ...]:
@@ -67,6 +82,7 @@ def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_inde
     holding = np.zeros(num, np.int64)
     objects: list[list[int]] = [[] for _ in range(num)]
     widths: list[list[np.ndarray]] = [[] for _ in range(num)]
+    areas: list[list[np.ndarray]] = [[] for _ in range(num)]
     heights, side_widths, ignored, total, images = [], [], 0, 0, 0
     for mask in masks:
         images += 1
@@ -77,10 +93,11 @@ def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_inde
         total += mask.size
         pixels += counts
         for c in np.flatnonzero(counts):
-            found = object_widths(mask == c)
+            found, area = _objects(mask == c)
             holding[c] += 1
             objects[c].append(len(found))
             widths[c].append(found)
+            areas[c].append(area)
     if not images:
         raise ValueError("fingerprint: no train masks")
     labelled = max(1, int(pixels.sum()))
@@ -88,6 +105,7 @@ def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_inde
     for c, name in enumerate(classes):
         every = np.concatenate(widths[c]) if widths[c] else np.zeros(0)
         p10, p50 = _percentiles(every, (10, 50)) if len(every) else (None, None)
+        by_pixels = _weighted_median(every, np.concatenate(areas[c])) if len(every) else None
         prints.append(
             ClassPrint(
                 name=name,
@@ -96,6 +114,7 @@ def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_inde
                 objects_per_image=float(np.median(objects[c])) if objects[c] else 0.0,
                 width_p10=p10,
                 width_p50=p50,
+                width_by_pixels=by_pixels,
             )
         )
     return DataPrint(

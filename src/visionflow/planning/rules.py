@@ -6,8 +6,9 @@ The rules (``../shared/PLANNING.md`` has the sources; each is to be checked by m
 
 1. **Scale floor.** A decoder's finest semantic level has stride 8, so an object narrower than about 8 px at the
    scale the model sees it is lost. For every class present in at least 1% of the train images, the scale at
-   which its median object width (:mod:`~visionflow.planning.fingerprint`) is 8 px; the largest of these bounds
-   how far images may shrink (never below it, never above 1: nothing is enlarged).
+   which its typical object is 8 px wide (the width half of its pixels reach, objects weighted by area:
+   :mod:`~visionflow.planning.fingerprint`); the largest of these bounds how far images may shrink (never below
+   it, never above 1: nothing is enlarged).
 2. **Whole image or crops.** The largest whole-image size between the floor and full resolution (each side a
    multiple of 32, the median aspect) at which ``TARGET_EPOCHS`` fit the budget; where none does, crops at full
    resolution, as large as lets ``TARGET_EPOCHS`` fit (no smaller than ``MIN_CROP``), scored by sliding windows,
@@ -33,9 +34,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from visionflow.data.transforms import STRIDE, round_up
 from visionflow.handoffs import Decision
 from visionflow.handoffs import PlanFile as Plan
 from visionflow.planning.fingerprint import DataPrint
+from visionflow.windows import window_starts
 
 __all__ = [
     "PLANNED_KEYS",
@@ -43,10 +46,11 @@ __all__ = [
     "Calibration",
     "Machine",
     "Rate",
+    "full_size",
+    "needs_measuring",
     "plan",
     "scale_floor",
     "unmeasured",
-    "windows_per_image",
 ]
 
 FINEST_STRIDE_PX = 8  # rule 1: the narrowest object width a stride-8 decoder level resolves
@@ -56,6 +60,7 @@ MIN_CROP = 128  # rule 2: the smallest crop side (context a crop must keep)
 BATCH_SHARE = 0.9  # rule 3: the share of the peak images per second a batch must reach
 MAX_BATCH_SHARE = 0.05  # rule 3: a batch holds at most this share of the train images
 REFERENCE_LR, REFERENCE_BATCH = 3e-3, 16  # rule 4: AdamW, one-cycle, as tuned on the built-in data
+OVERLAP = 0.5  # rule 2: the sliding windows' overlap validation is timed at (evaluate.overlap's default)
 RARE_CROPS = 1 / 3  # rule 2: the share of crops centred on a rare class (nnU-Net's foreground share)
 PLANNED_KEYS = ("train.input", "train.batch_size", "train.lr", "train.epochs", "train.rare_crops")
 
@@ -108,38 +113,36 @@ class Calibration:
         return dict(spec) == dict(self.input) and batch == self.batch
 
 
-def _round32(value: float) -> int:
-    return max(32, 32 * math.ceil(value / 32 - 1e-9))
+def _side(value: float) -> int:
+    """A side of the model's input: ``value`` rounded up to the encoder's stride, at least one stride."""
+    return max(STRIDE, round_up(math.ceil(value - 1e-9)))
+
+
+def full_size(data: DataPrint) -> tuple[int, int]:
+    """The median train image at full resolution, each side rounded up to the stride: what crops are cut from."""
+    return _side(data.height[1]), _side(data.width[1])
 
 
 def scale_floor(data: DataPrint) -> tuple[float, str]:
-    """Rule 1: the smallest scale that keeps every common class's median object at least 8 px wide, and why."""
+    """Rule 1: the smallest scale that keeps every common class's typical object (the width half its pixels
+    reach) at least 8 px wide, and why."""
     bounds = [
-        (FINEST_STRIDE_PX / c.width_p50, c)
+        (FINEST_STRIDE_PX / width, c, width)
         for c in data.classes
-        if c.image_share >= PRESENT_SHARE and c.width_p50 is not None and c.width_p50 > 0
+        if c.image_share >= PRESENT_SHARE and (width := c.width_by_pixels)
     ]
     if not bounds:
         return 1.0, "no class has objects to measure: full resolution"
-    need, bound = max(bounds, key=lambda b: b[0])
+    need, bound, width = max(bounds, key=lambda b: b[0])
     if need >= 1:
         return 1.0, (
-            f"{bound.name}'s median object is {bound.width_p50:.1f} px wide at full resolution (under "
+            f"half of {bound.name}'s pixels lie in objects {width:.1f} px wide or less at full resolution (under "
             f"{FINEST_STRIDE_PX} px would be lost at stride 8): no shrinking"
         )
     return need, (
-        f"{bound.name}'s median object, {bound.width_p50:.1f} px wide, reaches {FINEST_STRIDE_PX} px at scale "
-        f"{need:.2f}: the thinnest common class bounds the scale"
+        f"{bound.name}'s typical object (half its pixels), {width:.1f} px wide, reaches {FINEST_STRIDE_PX} px at "
+        f"scale {need:.2f}: the thinnest common class bounds the scale"
     )
-
-
-def windows_per_image(full: Sequence[int], window: Sequence[int], overlap: float = 0.5) -> int:
-    """How many sliding windows score an image of ``full`` size (as :func:`visionflow.windows.window_starts`)."""
-    count = 1
-    for length, side in zip(full, window, strict=True):
-        if length > side:
-            count *= math.ceil((length - side) / (side * (1 - overlap))) + 1
-    return count
 
 
 def _epoch_seconds(machine: Machine, images: int, size: Sequence[int], val_images: int, batch: int | None,
@@ -147,7 +150,8 @@ def _epoch_seconds(machine: Machine, images: int, size: Sequence[int], val_image
     """One epoch: the train images at ``size`` (one image or crop each), then val: whole images at ``size``, or,
     with ``full`` (crops), every window of each full-size image."""
     train_s, eval_s = machine.seconds_per_image(int(size[0]), int(size[1]), batch)
-    windows = 1 if full is None else windows_per_image(full, size)
+    windows = 1 if full is None else math.prod(len(window_starts(int(f), int(w), OVERLAP))
+                                               for f, w in zip(full, size, strict=True))  # fmt: skip
     return images * train_s + val_images * windows * eval_s
 
 
@@ -158,14 +162,16 @@ def plan(
     val_images: int,
     pinned: Mapping[str, Any] | None = None,
     calibration: Calibration | None = None,
+    crops: bool = True,
 ) -> Plan:
     """The plan for training on ``data`` on ``machine`` in ``budget_minutes`` (validation passes included), with
     ``pinned`` (dotted params keys set in params) kept as given, and the probe's times scaled by ``calibration``
-    (where its settings are the planned ones, its epoch time sets the epochs)."""
+    (where its settings are the planned ones, its epoch time sets the epochs); without ``crops`` the input is
+    always the whole image."""
     pinned = dict(pinned or {})
     budget = budget_minutes * 60
     median = (data.height[1], data.width[1])
-    full = (_round32(median[0]), _round32(median[1]))
+    full = full_size(data)
     floor, floor_reason = scale_floor(data)
     decisions: list[Decision] = []
     notes = [f"scale floor {floor:.2f}: {floor_reason}"]
@@ -184,7 +190,7 @@ def plan(
         spec = dict(pinned["train.input"])
         decisions.append(Decision("train.input", spec, "", pinned=True))
     else:
-        spec, reason = _input(data, machine, budget, val_images, floor, floor_reason, median)
+        spec, reason = _input(data, machine, budget, val_images, floor, floor_reason, median, crops)
         decisions.append(Decision("train.input", spec, reason))
     size = tuple(spec["size"]) if spec.get("size") else full
     windowed = spec.get("policy") == "crop"
@@ -202,8 +208,7 @@ def plan(
     if "train.lr" in pinned:
         decisions.append(Decision("train.lr", float(pinned["train.lr"]), "", pinned=True))
     else:
-        lr = REFERENCE_LR * math.sqrt(batch / REFERENCE_BATCH)
-        decisions.append(Decision("train.lr", lr, f"{REFERENCE_LR:g} at batch {REFERENCE_BATCH}, x sqrt({batch}/16)"))
+        decisions.append(Decision("train.lr", *_lr(batch)))
 
     # rule 5: epochs
     epoch = _epoch_seconds(machine, data.images, size, val_images, batch, full if windowed else None)
@@ -229,23 +234,40 @@ def plan(
     if "train.rare_crops" in pinned:
         decisions.append(Decision("train.rare_crops", float(pinned["train.rare_crops"]), "", pinned=True))
     else:
-        why = "a third of the crops centred on a rare class present (nnU-Net)" if windowed else "no crops: unused"
+        why = _RARE_WHY if windowed else "no crops: unused"
         decisions.append(Decision("train.rare_crops", round(RARE_CROPS, 3), why))
     estimated = (startup + epochs * epoch) / 60
     if estimated > budget_minutes * 1.1:
-        notes.append(f"the pinned values need about {estimated:.1f} min, more than the {budget_minutes:g} min budget")
+        notes.append(
+            f"about {estimated:.1f} min, more than the {budget_minutes:g} min budget: "
+            + ("the pinned values need it" if pinned else "one epoch at the smallest size already does")
+        )
     return Plan(machine.kind, budget_minutes, round(estimated, 2), tuple(decisions), tuple(notes),
                 json.loads(json.dumps(asdict(data))))  # fmt: skip
 
 
+MEASURED_KEYS = ("train.input", "train.batch_size", "train.epochs")  # what needs the machine's speed
+UNMEASURED_KEYS = ("train.input", "train.rare_crops")  # what :func:`unmeasured` plans for a classifier
+
+
+def needs_measuring(auto: Sequence[str]) -> bool:
+    """Whether planning ``auto`` needs the machine's speed (the lr follows a pinned batch, the crops' share a
+    pinned input)."""
+    return any(key in auto for key in MEASURED_KEYS)
+
+
 def unmeasured(pinned: Mapping[str, Any], auto: Sequence[str], model: str, budget_minutes: float) -> Plan:
-    """The plan where nothing needs measuring: every key pinned, or a classifier's whole images (it pools over the
-    image, so each is fed at its own size, uncropped). The same file on every machine."""
+    """The plan where nothing needs measuring: the lr from a pinned batch (rule 4), the crops' share from a pinned
+    input, or a classifier's whole images (it pools over the image, so each is fed at its own size, uncropped).
+    The same file on every machine."""
+    cropped = dict(pinned.get("train.input") or {}).get("policy") == "crop"
     chosen = {
         "train.input": ({"size": None, "policy": "resize"}, "classification: each image whole at its own size (the "
                         "classifier pools over all of it)"),
-        "train.rare_crops": (round(RARE_CROPS, 3), "no crops: unused"),
+        "train.rare_crops": (round(RARE_CROPS, 3), _RARE_WHY if cropped else "no crops: unused"),
     }  # fmt: skip
+    if "train.batch_size" in pinned:
+        chosen["train.lr"] = _lr(int(pinned["train.batch_size"]))
     decisions = [Decision(key, value, "", pinned=True) for key, value in pinned.items()]
     decisions += [Decision(key, *chosen[key]) for key in auto]
     order = {key: at for at, key in enumerate(PLANNED_KEYS)}
@@ -253,17 +275,26 @@ def unmeasured(pinned: Mapping[str, Any], auto: Sequence[str], model: str, budge
     return Plan(f"not measured ({model})", budget_minutes, 0.0, tuple(decisions))
 
 
-UNMEASURED_KEYS = ("train.input", "train.rare_crops")  # what :func:`unmeasured` plans for a classifier
+def _lr(batch: int) -> tuple[float, str]:
+    """Rule 4, with its reason."""
+    why = f"{REFERENCE_LR:g} at batch {REFERENCE_BATCH}, x sqrt({batch}/{REFERENCE_BATCH})"
+    return REFERENCE_LR * math.sqrt(batch / REFERENCE_BATCH), why
+
+
+_RARE_WHY = "a third of the crops centred on a rare class present (nnU-Net)"
 
 
 def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floor: float, floor_reason: str,
-           median: tuple[float, float]) -> tuple[dict[str, Any], str]:  # fmt: skip
+           median: tuple[float, float], crops: bool) -> tuple[dict[str, Any], str]:  # fmt: skip
     """Rule 2: the largest whole-image size between the floor and full resolution that leaves TARGET_EPOCHS in the
-    budget; else crops at full resolution."""
-    full = (_round32(median[0]), _round32(median[1]))
+    budget; else crops at full resolution (without ``crops``: whole images below the floor, down to 32 px)."""
+    full = full_size(data)
     scale = 1.0
+    bound = f"{floor_reason.split(':')[0]} allows down to {floor:.2f}"
+    if not crops:
+        floor, bound = 0.0, "crops are off (plan.crops: false), so the scale floor does not bound it"
     while True:
-        size = (_round32(median[0] * scale), _round32(median[1] * scale))
+        size = (_side(median[0] * scale), _side(median[1] * scale))
         epoch = _epoch_seconds(machine, data.images, size, val_images, None)
         if budget / epoch >= TARGET_EPOCHS:
             if size == full:
@@ -274,17 +305,22 @@ def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, fl
                 )
             return {"size": list(size), "policy": "resize"}, (
                 f"the largest whole-image size that leaves {TARGET_EPOCHS} epochs in the budget (scale "
-                f"{scale:.2f}; {floor_reason.split(':')[0]} allows down to {floor:.2f})"
+                f"{scale:.2f}; {bound})"
             )
         smaller = scale - 32 / max(median)
-        if smaller < floor - 1e-9 or _round32(median[0] * smaller) < 32:
+        if smaller < floor - 1e-9 or min(median) * smaller < 32:
             break
         scale = smaller
+    if not crops:
+        return {"size": list(size), "policy": "resize"}, (
+            f"no whole-image size leaves {TARGET_EPOCHS} epochs in the budget and crops are off (plan.crops: "
+            f"false): the smallest, {size[0]}x{size[1]}"
+        )
     # crops at full resolution, as large as TARGET_EPOCHS allow, in the median aspect
     aspect = median[1] / median[0]
-    crop = (min(MIN_CROP, full[0]), min(_round32(MIN_CROP * aspect), full[1]))
+    crop = (min(MIN_CROP, full[0]), min(_side(MIN_CROP * aspect), full[1]))
     for height in range(full[0] - 32, MIN_CROP - 1, -32):  # the largest crop (median aspect) that fits
-        candidate = (height, min(full[1], _round32(height * aspect)))
+        candidate = (height, min(full[1], _side(height * aspect)))
         if budget / _epoch_seconds(machine, data.images, candidate, val_images, None, full) >= TARGET_EPOCHS:
             crop = candidate
             break

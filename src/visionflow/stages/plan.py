@@ -37,6 +37,8 @@ from visionflow.planning.rules import (
     Calibration,
     Machine,
     Rate,
+    full_size,
+    needs_measuring,
     plan,
     unmeasured,
 )
@@ -60,7 +62,7 @@ def _pinned(config: Config) -> dict[str, Any]:
 
 def _probe(data: DataPrint, config: Config) -> tuple[list[tuple[int, int]], list[int]]:
     """The sizes and batches whose speed is measured: full resolution, half, and the smallest crop."""
-    full = (round_up(int(data.height[1])), round_up(int(data.width[1])))
+    full = full_size(data)
     half = (round_up(full[0] // 2), round_up(full[1] // 2))
     sizes = sorted({full, half, (min(MIN_CROP, full[0]), min(MIN_CROP, full[1]))}, key=lambda s: -s[0] * s[1])
     cap = max(2, int(MAX_BATCH_SHARE * data.images))
@@ -111,7 +113,8 @@ def _calibrate(config: Config, made: PlanFile, kind: str, manifest: AcceptedMani
             kind,
             trial.model.model_dump(mode="json"),
             trial.train.model_dump(mode="json", exclude={"epochs"}),  # the epochs change no epoch's time
-            trial.evaluate.model_dump(mode="json"),
+            trial.eval_input.model_dump(mode="json"),  # what the val pass scores with
+            [trial.evaluate.batch_size, trial.evaluate.overlap, trial.evaluate.flip],
             hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
         ]
     )
@@ -157,7 +160,7 @@ def run(config: Config) -> PlanFile:
             f"{', '.join(measured)}: auto is planned for segmentation only; a classifier's are set in params.yaml "
             "(examples/digits.yaml sets them for the digits)"
         )
-    if classifier or not config.auto_keys:  # nothing to measure: the same file on every machine
+    if classifier or not needs_measuring(config.auto_keys):  # nothing to measure: the same file on every machine
         model = f"{config.model.arch}-{config.model.encoder}" if not classifier else config.model.arch
         made = unmeasured(pinned, config.auto_keys, model, config.plan.budget_minutes)  # names what it is for
     else:
@@ -167,10 +170,11 @@ def run(config: Config) -> PlanFile:
         data = fingerprint(masks, info.classes, info.ignore_index)
         machine = _machine(config, data, _runtime(config))
         val_images = manifest.per_split.get("val", 0)
-        made = plan(data, machine, config.plan.budget_minutes, val_images, pinned)
+        budget, crops = config.plan.budget_minutes, config.plan.crops
+        made = plan(data, machine, budget, val_images, pinned, crops=crops)
         for _ in range(MAX_CALIBRATIONS):  # time the planned settings until the plan stays where it was timed
             calibration = _calibrate(config, made, machine.kind, manifest)
-            made = plan(data, machine, config.plan.budget_minutes, val_images, pinned, calibration)
+            made = plan(data, machine, budget, val_images, pinned, calibration, crops)
             if calibration.matches(made.value("train.input"), int(made.value("train.batch_size"))):
                 break
     made.write(paths)

@@ -390,7 +390,10 @@ def _fit_epoch(config: Config, session: _Session, state: TrainingState, epoch: i
 def time_epochs(config: Config, epochs: int = 2) -> list[float]:
     """The wall seconds of the first ``epochs`` epochs exactly as training runs them (:func:`_fit_epoch`, saving
     into ``config.paths.model``), logged nowhere: the plan stage's measure of what an epoch costs at the settings
-    it plans, data loading and augmentation included."""
+    it plans, data loading and augmentation included (the schedule is made at least ``epochs`` long: its length
+    changes no epoch's time)."""
+    if config.train.epochs < epochs:
+        config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs})})
     session = _build(config, Dist(0, 1, 0))
     state = TrainingState(fingerprint="timing")
     seconds = []
