@@ -36,6 +36,7 @@ import numpy as np
 
 from visionflow.config import PLANNED
 
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")  # a store the user chose: both arms log there
 RESAMPLES, CONFIDENCE, SEED = 10_000, 0.95, 0  # the bootstrap, as the promotion gate's defaults
 RAREST = 4  # classes reported by train pixel share
 AUTO = {f"train.{key}": "auto" for key in PLANNED}
@@ -77,6 +78,8 @@ def run_arm(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     home = Path.cwd()
     with tempfile.TemporaryDirectory(prefix=f"vf-plan-{name}-") as workdir:
         os.chdir(workdir)
+        if not USER_TRACKING_URI:  # mlflow.set_tracking_uri exports the last arm's store: each arm has its own
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
         try:
             config = common.load_params(overrides)
             _, data_seconds = common.prepare_and_validate(config)
