@@ -60,6 +60,12 @@ def test_small_images_with_time_to_spare_train_whole_at_full_resolution() -> Non
     assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(8 / 16), rel=1e-4)
 
 
+def test_images_no_larger_than_the_smallest_crop_stay_whole_when_time_is_short() -> None:
+    made = plan(data(64, {"disc": 20, "star": 12}), machine(2e4), budget_minutes=2, val_images=48)
+    assert made.value("train.input") == {"size": [64, 64], "policy": "resize"}, made.table()
+    assert made.value("train.epochs") < TARGET_EPOCHS and "no larger than the smallest crop" in made.table()
+
+
 def test_a_tight_budget_shrinks_the_image_down_to_the_floor_but_not_below() -> None:
     fast = plan(data(1024, {"road": 300, "car": 64}), machine(5e6), budget_minutes=10, val_images=50)
     size = fast.value("train.input")["size"]

@@ -298,8 +298,7 @@ def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, fl
         epoch = _epoch_seconds(machine, data.images, size, val_images, None)
         if budget / epoch >= TARGET_EPOCHS:
             if size == full:
-                policy = "pad" if (median[0], median[1]) != full else "resize"
-                return {"size": list(size), "policy": policy}, (
+                return {"size": list(size), "policy": _whole_policy(median, full)}, (
                     f"the whole image at full resolution ({size[0]}x{size[1]}) leaves {int(budget // epoch)} "
                     f"epochs (>= {TARGET_EPOCHS}) in the budget"
                 )
@@ -324,6 +323,12 @@ def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, fl
         if budget / _epoch_seconds(machine, data.images, candidate, val_images, None, full) >= TARGET_EPOCHS:
             crop = candidate
             break
+    if crop[0] >= full[0] and crop[1] >= full[1]:  # no crop smaller than MIN_CROP cuts anything from these images
+        return {"size": list(full), "policy": _whole_policy(median, full)}, (
+            f"no whole-image size from scale {floor:.2f} leaves {TARGET_EPOCHS} epochs in the budget, and the "
+            f"images are no larger than the smallest crop ({MIN_CROP} px): the whole image at full resolution, "
+            "fewer epochs"
+        )
     return {"size": list(crop), "policy": "crop"}, (
         f"no whole-image size from scale {floor:.2f} ({floor_reason.split(':')[0]}) to full resolution leaves "
         f"{TARGET_EPOCHS} epochs in the budget: {crop[0]}x{crop[1]} crops at full resolution, scored by sliding "
@@ -346,6 +351,11 @@ def _batch(machine: Machine, size: Sequence[int], cap: int) -> tuple[int, str]:
     if batch != chosen.batch:
         why += f", clamped to [2, {cap}] (5% of the train images)"
     return batch, why
+
+
+def _whole_policy(median: Sequence[float], full: Sequence[int]) -> str:
+    """The whole image at full resolution: padded to the stride where it is not a multiple of it, else as it is."""
+    return "pad" if (median[0], median[1]) != tuple(full) else "resize"
 
 
 def _show_input(spec: Mapping[str, Any]) -> str:
