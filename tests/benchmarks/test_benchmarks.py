@@ -97,9 +97,15 @@ def finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def test_camvid_reports_every_class_epoch_and_val_image(synthetic_camvid: Path, tmp_path: Path) -> None:
-    report, printed = report_of("camvid.py", tmp_path / "camvid.json", "--camvid", synthetic_camvid,
-                                "--budget-minutes", "0.001")  # fmt: skip
+@pytest.fixture(scope="module")
+def camvid_run(synthetic_camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """camvid.py at its defaults but a tiny budget, run once: its JSON (plan.py's reference) and what it printed."""
+    out = tmp_path_factory.mktemp("camvid-run") / "camvid.json"
+    return out, report_of("camvid.py", out, "--camvid", synthetic_camvid, "--budget-minutes", "0.001")[1]
+
+
+def test_camvid_reports_every_class_epoch_and_val_image(synthetic_camvid: Path, camvid_run: tuple[Path, str]) -> None:
+    report, printed = json.loads(camvid_run[0].read_text()), camvid_run[1]
     assert report["settings"]["input_size"] == [256, 320]  # the default, a valid train.input.size
     assert list(report["per_class_iou"]) == list(CAMVID.classes) == table_rows(printed, "| class |")
     assert all(finite(v) and 0 <= v <= 1 for v in report["per_class_iou"].values())
@@ -193,9 +199,10 @@ def check_plan_report(report: dict[str, Any], printed: str, other: str, classes:
     assert f"planned - {other}: mean per-image mIoU difference" in printed
 
 
-def test_plan_compares_the_planned_camvid_run_with_the_reference(synthetic_camvid: Path, tmp_path: Path) -> None:
-    reference = tmp_path / "camvid.json"
-    report_of("camvid.py", reference, "--camvid", synthetic_camvid, "--budget-minutes", "0.001")
+def test_plan_compares_the_planned_camvid_run_with_the_reference(
+    synthetic_camvid: Path, camvid_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    reference = camvid_run[0]
     report, printed = report_of("plan.py", tmp_path / "plan.json", "camvid", "--camvid", synthetic_camvid,
                                 "--reference", reference, "--budget-minutes", "0.02")  # fmt: skip
     check_plan_report(report, printed, "reference", list(CAMVID.classes))
