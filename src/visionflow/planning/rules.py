@@ -46,6 +46,7 @@ __all__ = [
     "Calibration",
     "Machine",
     "Rate",
+    "batch_cap",
     "full_size",
     "needs_measuring",
     "plan",
@@ -116,6 +117,11 @@ class Calibration:
 def _side(value: float) -> int:
     """A side of the model's input: ``value`` rounded up to the encoder's stride, at least one stride."""
     return max(STRIDE, round_up(math.ceil(value - 1e-9)))
+
+
+def batch_cap(data: DataPrint) -> int:
+    """Rule 3's bound: a batch holds at most MAX_BATCH_SHARE of the train images (and at least 2)."""
+    return max(2, int(MAX_BATCH_SHARE * data.images))
 
 
 def full_size(data: DataPrint) -> tuple[int, int]:
@@ -190,13 +196,13 @@ def plan(
         spec = dict(pinned["train.input"])
         decisions.append(Decision("train.input", spec, "", pinned=True))
     else:
-        spec, reason = _input(data, machine, budget, val_images, floor, floor_reason, median, crops)
+        spec, reason = _input(data, machine, budget, val_images, floor, floor_reason, median, full, crops)
         decisions.append(Decision("train.input", spec, reason))
     size = tuple(spec["size"]) if spec.get("size") else full
     windowed = spec.get("policy") == "crop"
 
     # rule 3: batch
-    cap = max(2, int(MAX_BATCH_SHARE * data.images))
+    cap = batch_cap(data)
     if "train.batch_size" in pinned:
         batch = int(pinned["train.batch_size"])
         decisions.append(Decision("train.batch_size", batch, "", pinned=True))
@@ -285,10 +291,9 @@ _RARE_WHY = "a third of the crops centred on a rare class present (nnU-Net)"
 
 
 def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floor: float, floor_reason: str,
-           median: tuple[float, float], crops: bool) -> tuple[dict[str, Any], str]:  # fmt: skip
+           median: tuple[float, float], full: tuple[int, int], crops: bool) -> tuple[dict[str, Any], str]:  # fmt: skip
     """Rule 2: the largest whole-image size between the floor and full resolution that leaves TARGET_EPOCHS in the
     budget; else crops at full resolution (without ``crops``: whole images below the floor, down to 32 px)."""
-    full = full_size(data)
     scale = 1.0
     bound = f"{floor_reason.split(':')[0]} allows down to {floor:.2f}"
     if not crops:

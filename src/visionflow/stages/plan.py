@@ -31,12 +31,12 @@ from visionflow.handoffs import AcceptedManifest, DatasetInfo, PlanFile
 from visionflow.planning.fingerprint import DataPrint, fingerprint
 from visionflow.planning.machine import machine_kind, measure
 from visionflow.planning.rules import (
-    MAX_BATCH_SHARE,
     MIN_CROP,
     UNMEASURED_KEYS,
     Calibration,
     Machine,
     Rate,
+    batch_cap,
     full_size,
     needs_measuring,
     plan,
@@ -65,7 +65,7 @@ def _probe(data: DataPrint, config: Config) -> tuple[list[tuple[int, int]], list
     full = full_size(data)
     half = (round_up(full[0] // 2), round_up(full[1] // 2))
     sizes = sorted({full, half, (min(MIN_CROP, full[0]), min(MIN_CROP, full[1]))}, key=lambda s: -s[0] * s[1])
-    cap = max(2, int(MAX_BATCH_SHARE * data.images))
+    cap = batch_cap(data)
     batches = sorted({min(b, cap) for b in config.plan.batches})
     return sizes, batches
 
