@@ -382,6 +382,9 @@ class InputConfig(_Section):
     size: tuple[int, int] | None = None  # (height, width), multiples of 32; null: the image's own size
     # crop: random crops in training; window (evaluation): overlapping windows of size, blended (Gaussian weights)
     policy: Literal["resize", "pad", "crop", "window"] = "resize"
+    # crop: the crops drawn from each train image in one epoch (large images: an epoch's training outweighs its
+    # validation pass)
+    crops_per_image: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _stride(self) -> InputConfig:
@@ -389,6 +392,8 @@ class InputConfig(_Section):
             raise ValueError(f"size {list(self.size)}: height and width must be positive multiples of 32")
         if self.policy in ("crop", "window") and self.size is None:
             raise ValueError(f"policy '{self.policy}' needs a size (the crop or window, e.g. [256, 320])")
+        if self.crops_per_image > 1 and self.policy != "crop":
+            raise ValueError(f"crops_per_image {self.crops_per_image} is for policy crop, not '{self.policy}'")
         return self
 
 

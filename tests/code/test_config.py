@@ -52,6 +52,13 @@ def test_choice_error_lists_allowed_values(tmp_path: Path) -> None:
     assert "'builtin'" in str(err.value) and "'folder'" in str(err.value)
 
 
+def test_crops_per_image_is_for_the_crop_policy(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="crops_per_image 4 is for policy crop, not 'resize'"):
+        load_config(write(tmp_path, "train:\n  input: {size: [64, 64], policy: resize, crops_per_image: 4}\n"))
+    spec = load_config(write(tmp_path, "train:\n  input: {size: [64, 64], policy: crop, crops_per_image: 4}\n"))
+    assert spec.train.input != "auto" and spec.train.input.crops_per_image == 4
+
+
 def test_folder_source_needs_a_layout(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="preset"):
         load_config(write(tmp_path, "data:\n  source: folder\n  root: somewhere\n"))

@@ -79,7 +79,12 @@ def test_a_tight_budget_shrinks_the_image_down_to_the_floor_but_not_below() -> N
 def test_thin_structures_on_large_images_get_crops_and_the_budget_holds() -> None:
     made = plan(data(1024, {"plate": 200, "wire": 3.5, "rivet": 7}), machine(5e6), budget_minutes=10, val_images=40)
     spec = made.value("train.input")
-    assert spec["policy"] == "crop" and 128 <= spec["size"][0] < 1024, made.table()
+    assert spec["policy"] == "crop" and spec["size"] == [512, 512], "half the side: " + made.table()
+    assert spec["crops_per_image"] == 2, "2 crops of each image an epoch keep the val pass to 25% or less"
+    share = int(made.decisions[0].reason.split("validation takes ")[1].split("%")[0])
+    assert 10 <= share <= 25, made.table()
+    more_val = plan(data(1024, {"plate": 200, "wire": 3.5, "rivet": 7}), machine(5e6), 10, val_images=120)
+    assert more_val.value("train.input")["crops_per_image"] > 2, "a longer val pass, more crops between passes"
     assert made.value("train.rare_crops") == pytest.approx(1 / 3, abs=1e-3)
     assert made.estimated_minutes <= 10 * 1.1 and made.value("train.epochs") >= 1
     assert "wire" in made.notes[0] and "crops" in made.table()

@@ -187,6 +187,16 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
     assert sorted(_epoch(a, 2)) == list(range(20)), "without weights: a permutation"
 
 
+def test_several_crops_per_image_draw_each_image_that_often_an_epoch_in_fresh_orders() -> None:
+    sampler = EpochSampler(6, seed=2, per_item=3)
+    drawn = _epoch(sampler, 1)
+    assert len(sampler) == len(drawn) == 18 and np.bincount(drawn).tolist() == [3] * 6
+    assert drawn[:6] != drawn[6:12], "each round of the images in its own order"
+    shards = [_epoch(EpochSampler(6, seed=2, rank=r, world=4, per_item=3), 1) for r in range(4)]
+    counts = np.bincount([i for shard in shards for i in shard], minlength=6)
+    assert {len(s) for s in shards} == {5} and counts.sum() == 20 and counts.min() == 3, "18 draws, wrapped to 4x5"
+
+
 def test_a_crop_around_a_rare_class_always_holds_it_and_stays_inside_the_image() -> None:
     from visionflow.data.transforms import crop_around
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import copy_project, run_tool
+from tests.conftest import REPO, copy_project, run_tool
 from visionflow.data import builtin
 from visionflow.handoffs import ModelMeta
 
@@ -186,3 +188,48 @@ def test_a_change_to_shared_code_makes_every_stage_that_imports_it_stale(project
             path.write_text(original)
         assert set(status) == stale, (module, status)
     assert json.loads(run_tool("dvc", "status", "--json", cwd=project).stdout or "{}") == {}
+
+
+ELSEWHERE = "cuda: NVIDIA H200, 140 GiB, bf16"
+
+
+def plan_elsewhere(repo: Path) -> None:
+    """plan.json as a GPU machine would have made it, committed there: DVC sees nothing to do here."""
+    path = repo / "data" / "plan" / "plan.json"
+    made = json.loads(path.read_text())
+    path.write_text(json.dumps(made | {"machine": ELSEWHERE}, indent=2) + "\n")
+    run_tool("dvc", "commit", "-f", cwd=repo)
+    assert json.loads(run_tool("dvc", "status", "--json", cwd=repo).stdout or "{}") == {}
+
+
+def planned_on(repo: Path) -> str:
+    return json.loads((repo / "data" / "plan" / "plan.json").read_text())["machine"]
+
+
+def test_a_plan_made_on_another_kind_of_machine_is_made_again_by_dev_py_and_by_the_flow(
+    project: Path, tmp_path: Path
+) -> None:
+    """DVC cannot see a move from a GPU to this CPU; `dev.py repro` and the Prefect flow plan again."""
+    venv = Path(sys.executable).parent.parent  # dev.py in the copy uses this environment as its .venv
+    for name in ("dev.py", "pyproject.toml", "constraints.txt"):
+        shutil.copy2(REPO / name, project / name)
+    stamp = venv / ".visionflow-installed"
+    if not stamp.is_file():
+        pytest.skip("the test environment was not made by dev.py: dev.py in the copy would install into it")
+    (project / ".venv").symlink_to(venv)
+    (project / ".gitignore").write_text((project / ".gitignore").read_text() + "/.venv\n")
+    run_tool("git", "add", "-A", cwd=project)
+    run_tool("git", "commit", "-qm", "dev.py", cwd=project)
+
+    plan_elsewhere(project)
+    replanned = run_tool("python", "dev.py", "repro", cwd=project)
+    assert "[dev] installing" not in replanned.stdout, "the environment was already up to date"
+    ran = ran_stages(replanned.stdout)
+    assert ran == ["plan", "train", "evaluate", "register"], "planned again here, and the new plan is trained"
+    assert planned_on(project).startswith("cpu: ")
+    assert json.loads(run_tool("dvc", "status", "--json", cwd=project).stdout or "{}") == {}
+
+    plan_elsewhere(project)
+    flowed = run_tool("python", "pipelines/training.py", cwd=project, PREFECT_HOME=str(tmp_path / "prefect"))
+    log = flowed.stdout + flowed.stderr
+    assert f"was planned on '{ELSEWHERE}'" in log and planned_on(project).startswith("cpu: "), log[-3000:]

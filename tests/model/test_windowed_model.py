@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.conftest import TINY, make_config, make_meta
 from visionflow import registry, tracking
+from visionflow.distributed import Dist
 from visionflow.gate import score_predictions
 from visionflow.models import build_model
 from visionflow.predict import predict_folder
@@ -30,6 +31,9 @@ def test_crop_training_is_evaluated_predicted_and_served_by_the_same_windows(wor
         stage.run(config)
     meta = train.run(config)
     assert (meta.input_policy, meta.input_size, meta.overlap, meta.flip) == ("window", (32, 32), 0.5, True)
+    several = make_config(CROPS | {"train.input": {"size": [32, 32], "policy": "crop", "crops_per_image": 3}})
+    one, three = (train._build(c, Dist()).train_loader for c in (config, several))
+    assert len(three.sampler) == 3 * len(one.sampler) == 3 * len(one.dataset), "an epoch: 3 crops of each image"
     scored = evaluate.run(config)
 
     val = registry.load_split(config, "val")

@@ -261,12 +261,14 @@ class EpochSampler(Sampler[int]):
     """Indices for one epoch, drawn from ``seed + epoch`` and split across DDP ranks.
 
     With ``weights`` it draws with replacement in proportion to them (repeat-factor sampling); without, it
-    shuffles. Every rank draws the same list and takes every ``world``-th entry, so weighted sampling holds
-    across ranks and the epoch number is the whole sampler state a checkpoint needs.
+    shuffles. ``per_item`` draws per item make an epoch (crops: several from each image). Every rank draws the
+    same list and takes every ``world``-th entry, so weighted sampling holds across ranks and the epoch number is
+    the whole sampler state a checkpoint needs.
     """
 
-    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None, rank: int = 0, world: int = 1) -> None:
-        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None, rank: int = 0, world: int = 1,
+                 per_item: int = 1) -> None:  # fmt: skip
+        self.size, self.seed, self.rank, self.world, self.per_item = size, seed, rank, world, per_item
         self.weights = None if weights is None else torch.tensor(np.asarray(weights, dtype=np.float64))
         self.epoch = 0
 
@@ -274,7 +276,7 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.world)
+        return math.ceil(self.size * self.per_item / self.world)
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -282,6 +284,6 @@ class EpochSampler(Sampler[int]):
         if self.weights is not None:
             order = torch.multinomial(self.weights, total, replacement=True, generator=generator)
         else:
-            order = torch.randperm(self.size, generator=generator)
-            order = order.repeat(math.ceil(total / self.size))[:total]  # even shares: wrap around
+            order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(self.per_item)])
+            order = order.repeat(math.ceil(total / len(order)))[:total]  # even shares: wrap around
         return iter(order[self.rank :: self.world].tolist())

@@ -11,8 +11,11 @@ The rules (``../shared/PLANNING.md`` has the sources; each is to be checked by m
    it, never above 1: nothing is enlarged).
 2. **Whole image or crops.** The largest whole-image size between the floor and full resolution (each side a
    multiple of 32, the median aspect) at which ``TARGET_EPOCHS`` fit the budget; where none does, crops at full
-   resolution, as large as lets ``TARGET_EPOCHS`` fit (no smaller than ``MIN_CROP``), scored by sliding windows,
-   a third of them centred on a rare class.
+   resolution, half the image's side (no smaller than ``MIN_CROP``: context), scored by sliding windows, a third
+   of them centred on a rare class, and as many from each image an epoch as keep the val pass (every window of
+   every full-size val image) within ``VAL_SHARE`` of the epoch while ``MIN_CROP_EPOCHS`` fit. (Measured on the
+   wires set: one 128 px crop per image an epoch left the val pass most of each epoch and lost to the resize
+   baseline.)
 3. **Batch.** The smallest measured batch that reaches 90% of the best measured images per second at the planned
    size, clamped to [2, 5% of the train images].
 4. **Learning rate.** ``REFERENCE_LR`` at ``REFERENCE_BATCH``, scaled by the square root of the batch ratio
@@ -58,6 +61,8 @@ FINEST_STRIDE_PX = 8  # rule 1: the narrowest object width a stride-8 decoder le
 PRESENT_SHARE = 0.01  # rule 1: classes in at least this share of the train images bound the scale
 TARGET_EPOCHS = 20  # rule 2: the epochs a size must leave in the budget
 MIN_CROP = 128  # rule 2: the smallest crop side (context a crop must keep)
+VAL_SHARE = 0.25  # rule 2, crops: the share of an epoch its validation pass may take (at full resolution)
+MIN_CROP_EPOCHS = 3  # rule 2, crops: the epochs the crops per image must leave in the budget
 BATCH_SHARE = 0.9  # rule 3: the share of the peak images per second a batch must reach
 MAX_BATCH_SHARE = 0.05  # rule 3: a batch holds at most this share of the train images
 REFERENCE_LR, REFERENCE_BATCH = 3e-3, 16  # rule 4: AdamW, one-cycle, as tuned on the built-in data
@@ -151,14 +156,22 @@ def scale_floor(data: DataPrint) -> tuple[float, str]:
     )
 
 
-def _epoch_seconds(machine: Machine, images: int, size: Sequence[int], val_images: int, batch: int | None,
-                   full: Sequence[int] | None = None) -> float:  # fmt: skip
-    """One epoch: the train images at ``size`` (one image or crop each), then val: whole images at ``size``, or,
-    with ``full`` (crops), every window of each full-size image."""
+def _passes(machine: Machine, images: int, size: Sequence[int], val_images: int, batch: int | None,
+            full: Sequence[int] | None = None) -> tuple[float, float]:  # fmt: skip
+    """(train, val) seconds of one epoch: the train images at ``size`` (one image or crop each), then val: whole
+    images at ``size``, or, with ``full`` (crops), every window of each full-size image."""
     train_s, eval_s = machine.seconds_per_image(int(size[0]), int(size[1]), batch)
     windows = 1 if full is None else math.prod(len(window_starts(int(f), int(w), OVERLAP))
                                                for f, w in zip(full, size, strict=True))  # fmt: skip
-    return images * train_s + val_images * windows * eval_s
+    return images * train_s, val_images * windows * eval_s
+
+
+def _epoch_seconds(machine: Machine, images: int, spec: Mapping[str, Any], val_images: int, batch: int | None,
+                   full: Sequence[int]) -> float:  # fmt: skip
+    """One epoch at the ``train.input`` spec: its crops per image from each train image, then the val pass."""
+    cropped = spec["policy"] == "crop"
+    train, val = _passes(machine, images, spec["size"] or full, val_images, batch, full if cropped else None)
+    return train * int(spec.get("crops_per_image", 1)) + val
 
 
 def plan(
@@ -182,8 +195,7 @@ def plan(
     decisions: list[Decision] = []
     notes = [f"scale floor {floor:.2f}: {floor_reason}"]
     if calibration is not None:
-        probed = _epoch_seconds(machine, data.images, calibration.input["size"] or full, val_images,
-                                calibration.batch, full if calibration.input["policy"] == "crop" else None)  # fmt: skip
+        probed = _epoch_seconds(machine, data.images, calibration.input, val_images, calibration.batch, full)
         machine = replace(machine, overhead=calibration.epoch_seconds / probed)
         notes.append(
             f"real epochs at {_show_input(calibration.input)}, batch {calibration.batch} took "
@@ -217,7 +229,7 @@ def plan(
         decisions.append(Decision("train.lr", *_lr(batch)))
 
     # rule 5: epochs
-    epoch = _epoch_seconds(machine, data.images, size, val_images, batch, full if windowed else None)
+    epoch = _epoch_seconds(machine, data.images, spec, val_images, batch, full)
     startup, how = 0.0, "estimated"
     if calibration is not None and calibration.matches(spec, batch):
         epoch, how = calibration.epoch_seconds, "measured"
@@ -231,8 +243,9 @@ def plan(
             Decision(
                 "train.epochs",
                 epochs,
-                f"{budget_minutes:g} min / {epoch:.1f} s an epoch, {how} ({data.images} train images at "
-                f"{size[0]}x{size[1]}, batch {batch}, then {val_images} val images"
+                f"{budget_minutes:g} min / {epoch:.1f} s an epoch, {how} ({data.images} train images"
+                + (f" x {spec['crops_per_image']} crops" if spec.get("crops_per_image", 1) > 1 else "")
+                + f" at {size[0]}x{size[1]}, batch {batch}, then {val_images} val images"
                 + (f"; the first epoch's start-up {startup:.1f} s more)" if startup else ")"),
             )
         )
@@ -300,7 +313,7 @@ def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, fl
         floor, bound = 0.0, "crops are off (plan.crops: false), so the scale floor does not bound it"
     while True:
         size = (_side(median[0] * scale), _side(median[1] * scale))
-        epoch = _epoch_seconds(machine, data.images, size, val_images, None)
+        epoch = sum(_passes(machine, data.images, size, val_images, None))
         if budget / epoch >= TARGET_EPOCHS:
             if size == full:
                 return {"size": list(size), "policy": _whole_policy(median, full)}, (
@@ -320,25 +333,34 @@ def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, fl
             f"no whole-image size leaves {TARGET_EPOCHS} epochs in the budget and crops are off (plan.crops: "
             f"false): the smallest, {size[0]}x{size[1]}"
         )
-    # crops at full resolution, as large as TARGET_EPOCHS allow, in the median aspect
-    aspect = median[1] / median[0]
-    crop = (min(MIN_CROP, full[0]), min(_side(MIN_CROP * aspect), full[1]))
-    for height in range(full[0] - 32, MIN_CROP - 1, -32):  # the largest crop (median aspect) that fits
-        candidate = (height, min(full[1], _side(height * aspect)))
-        if budget / _epoch_seconds(machine, data.images, candidate, val_images, None, full) >= TARGET_EPOCHS:
-            crop = candidate
-            break
+    # crops at full resolution: half the image's side (at least MIN_CROP), several from each image an epoch
+    crop = (min(full[0], max(MIN_CROP, STRIDE * (full[0] // 2 // STRIDE))),
+            min(full[1], max(MIN_CROP, STRIDE * (full[1] // 2 // STRIDE))))  # fmt: skip
     if crop[0] >= full[0] and crop[1] >= full[1]:  # no crop smaller than MIN_CROP cuts anything from these images
         return {"size": list(full), "policy": _whole_policy(median, full)}, (
             f"no whole-image size from scale {floor:.2f} leaves {TARGET_EPOCHS} epochs in the budget, and the "
             f"images are no larger than the smallest crop ({MIN_CROP} px): the whole image at full resolution, "
             "fewer epochs"
         )
-    return {"size": list(crop), "policy": "crop"}, (
+    per_image, share = _crops_per_image(machine, data.images, crop, val_images, full, budget)
+    return {"size": list(crop), "policy": "crop", "crops_per_image": per_image}, (
         f"no whole-image size from scale {floor:.2f} ({floor_reason.split(':')[0]}) to full resolution leaves "
-        f"{TARGET_EPOCHS} epochs in the budget: {crop[0]}x{crop[1]} crops at full resolution, scored by sliding "
-        "windows"
+        f"{TARGET_EPOCHS} epochs in the budget: {crop[0]}x{crop[1]} crops at full resolution (half the image's "
+        f"side), scored by sliding windows; {per_image} from each image an epoch, so that validation takes "
+        f"{share:.0%} of it"
     )
+
+
+def _crops_per_image(machine: Machine, images: int, crop: Sequence[int], val_images: int, full: Sequence[int],
+                     budget: float) -> tuple[int, float]:  # fmt: skip
+    """Rule 2 for crops: enough crops from each image an epoch that its validation pass (every window of every
+    val image) takes at most VAL_SHARE of it, while MIN_CROP_EPOCHS still fit the budget (at least one); and the
+    share validation then takes."""
+    train, val = _passes(machine, images, crop, val_images, None, full)
+    wanted = math.ceil(val * (1 - VAL_SHARE) / VAL_SHARE / train)
+    fitting = math.floor((budget / MIN_CROP_EPOCHS - val) / train)
+    per_image = max(1, min(wanted, fitting))
+    return per_image, val / (per_image * train + val)
 
 
 def _batch(machine: Machine, size: Sequence[int], cap: int) -> tuple[int, str]:
