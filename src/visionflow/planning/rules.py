@@ -334,8 +334,7 @@ def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, fl
             f"false): the smallest, {size[0]}x{size[1]}"
         )
     # crops at full resolution: half the image's side (at least MIN_CROP), several from each image an epoch
-    crop = (min(full[0], max(MIN_CROP, STRIDE * (full[0] // 2 // STRIDE))),
-            min(full[1], max(MIN_CROP, STRIDE * (full[1] // 2 // STRIDE))))  # fmt: skip
+    crop = tuple(min(side, max(MIN_CROP, side // 2 // STRIDE * STRIDE)) for side in full)
     if crop[0] >= full[0] and crop[1] >= full[1]:  # no crop smaller than MIN_CROP cuts anything from these images
         return {"size": list(full), "policy": _whole_policy(median, full)}, (
             f"no whole-image size from scale {floor:.2f} leaves {TARGET_EPOCHS} epochs in the budget, and the "

@@ -163,7 +163,7 @@ def _build(config: Config, dist: Dist) -> _Session:
     if dist.local_rank != 0:
         train_set, val_set = datasets()
     weights = None if balance.sampler == "none" else SampleWeights.read(paths).for_rows(train_rows)
-    per_image = train_cfg.input.crops_per_image if train_cfg.input != "auto" else 1
+    per_image = train_cfg.input.crops_per_image  # train runs planned configs: the input is never auto here
     sampler = EpochSampler(len(train_set), config.project.seed, weights, dist.rank, dist.world, per_image)
     per_rank = max(1, train_cfg.batch_size // dist.world)  # train.batch_size is the global batch
     train_loader = make_loader(train_set, per_rank, sampler, drop_last=len(sampler) > per_rank)
