@@ -385,6 +385,9 @@ class InputConfig(_Section):
     # crop: the crops drawn from each train image in one epoch (large images: an epoch's training outweighs its
     # validation pass)
     crops_per_image: int = Field(1, ge=1)
+    # crop / window: each image is first shrunk by this factor (crops and windows are cut from the shrunk image;
+    # scores and masks come back at its full size)
+    scale: float = Field(1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _stride(self) -> InputConfig:
@@ -394,6 +397,8 @@ class InputConfig(_Section):
             raise ValueError(f"policy '{self.policy}' needs a size (the crop or window, e.g. [256, 320])")
         if self.crops_per_image > 1 and self.policy != "crop":
             raise ValueError(f"crops_per_image {self.crops_per_image} is for policy crop, not '{self.policy}'")
+        if self.scale != 1 and self.policy not in ("crop", "window"):
+            raise ValueError(f"scale {self.scale} is for policies crop and window, not '{self.policy}'")
         return self
 
 
@@ -552,7 +557,7 @@ class Config(_Section):
         if self.train.input == "auto":
             raise ConfigError("train.input is auto: the plan decides it (run `dvc repro plan`)")
         policy = {"resize": "resize", "pad": "pad", "crop": "window"}[self.train.input.policy]
-        return InputConfig(size=self.train.input.size, policy=policy)
+        return InputConfig(size=self.train.input.size, policy=policy, scale=self.train.input.scale)
 
     @property
     def model_name(self) -> str:

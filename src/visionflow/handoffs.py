@@ -445,6 +445,7 @@ class ModelMeta(_HandOff, schema=2, made_by="train", what="model", where="weight
     threshold: float | None = None  # binary segmentation: sigmoid > threshold is foreground (chosen on val)
     overlap: float = 0.5  # window policy: share of a window (input_size) its neighbour covers
     flip: bool = False  # window policy: horizontal-flip test-time augmentation
+    scale: float = 1.0  # window policy: images are shrunk by this before windowing (train.input.scale)
     epoch: int = 0  # the epoch these weights are from (the best by `metric`)
     epochs: int = 0  # epochs trained in all
     metric: str = ""  # the val metric that chose the epoch, e.g. val_miou

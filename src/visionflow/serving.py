@@ -186,7 +186,7 @@ class Predictor:
         """Per image: a uint8 (H, W) class-id mask at the image's own size, or a vector of class probabilities.
         A model of the window policy scores each image by overlapping windows (``batch_size`` does not apply)."""
         meta = self.meta
-        windows = Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip)
+        windows = Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip, meta.scale)
         if windows is not None:
             return self._windowed(images, windows)
         out: list[np.ndarray] = []

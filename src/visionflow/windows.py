@@ -8,6 +8,9 @@ least sure near the borders of what it saw; the blend is the weighted sum over t
 covers the image, the image is scored in one forward pass exactly as the whole-image ``pad`` policy scores it
 (padded to a multiple of 32, the padding sliced off), so the two give the same logits.
 
+With ``scale`` below 1 (a model trained on crops of shrunk images, ``train.input.scale``) the image is shrunk as
+training shrank it, windowed, and the logits are brought back to its full size bilinearly.
+
 ``forward`` is any callable from a uint8 (B, h, w, 3) batch to (B, C, h, w) logits (it normalises, autocasts and
 moves to the device itself); ``flip`` adds horizontal-flip test-time augmentation (the mean of the logits of the
 image and of its mirror, mirrored back). Nothing here knows about files, models or tracking.
@@ -21,8 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from visionflow.data.transforms import pad_to, round_up
+from visionflow.data.transforms import pad_to, resize, round_up, scaled_size
 
 __all__ = ["Forward", "Windows", "gaussian_weights", "sliding_window", "window_starts"]
 
@@ -38,19 +42,27 @@ class Windows:
     size: tuple[int, int]  # the window: the crop size the model was trained at
     overlap: float = 0.5  # share of a window its neighbour covers
     flip: bool = False  # horizontal-flip test-time augmentation
+    scale: float = 1.0  # the image is shrunk by this before it is windowed (as the crops were)
 
     @classmethod
-    def of(cls, policy: str, size: Sequence[int] | None, overlap: float, flip: bool) -> Windows | None:
+    def of(cls, policy: str, size: Sequence[int] | None, overlap: float, flip: bool,
+           scale: float = 1.0) -> Windows | None:  # fmt: skip
         """The windows of a ``window``-policy input, None for any other policy."""
         if policy != "window":
             return None
         if size is None:
             raise ValueError("input policy 'window' needs a size (the window)")
-        return cls((int(size[0]), int(size[1])), float(overlap), bool(flip))
+        return cls((int(size[0]), int(size[1])), float(overlap), bool(flip), float(scale))
 
     def logits(self, forward: Forward, image: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-        """(C, H, W) logits of one uint8 (H, W, 3) image (:func:`sliding_window` with these settings)."""
-        return sliding_window(forward, image, self.size, self.overlap, batch_size, self.flip)
+        """(C, H, W) logits of one uint8 (H, W, 3) image at its own size (:func:`sliding_window` with these
+        settings, on the image shrunk by ``scale``)."""
+        if self.scale == 1:
+            return sliding_window(forward, image, self.size, self.overlap, batch_size, self.flip)
+        height, width = image.shape[:2]
+        small, _ = resize(image, None, scaled_size(height, width, self.scale))
+        logits = sliding_window(forward, small, self.size, self.overlap, batch_size, self.flip)
+        return F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:

@@ -59,6 +59,15 @@ def test_crops_per_image_is_for_the_crop_policy(tmp_path: Path) -> None:
     assert spec.train.input != "auto" and spec.train.input.crops_per_image == 4
 
 
+def test_scale_is_for_crops_and_windows_and_reaches_the_eval_input(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"scale 0\.5 is for policies crop and window, not 'resize'"):
+        load_config(write(tmp_path, "train:\n  input: {size: [64, 64], policy: resize, scale: 0.5}\n"))
+    with pytest.raises(ConfigError, match="scale"):
+        load_config(write(tmp_path, "train:\n  input: {size: [64, 64], policy: crop, scale: 1.5}\n"))
+    config = load_config(write(tmp_path, "train:\n  input: {size: [64, 64], policy: crop, scale: 0.5}\n"))
+    assert (config.eval_input.policy, config.eval_input.size, config.eval_input.scale) == ("window", (64, 64), 0.5)
+
+
 def test_folder_source_needs_a_layout(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="preset"):
         load_config(write(tmp_path, "data:\n  source: folder\n  root: somewhere\n"))

@@ -17,6 +17,7 @@ from visionflow.planning.rules import (
     Calibration,
     Machine,
     Rate,
+    finest_width,
     needs_measuring,
     plan,
     scale_floor,
@@ -44,10 +45,13 @@ def machine(pixels_per_second: float, batches: dict[int, float] | None = None) -
     return Machine("cpu: test", rates)
 
 
-def test_the_thinnest_common_class_bounds_the_scale() -> None:
-    floor, why = scale_floor(data(512, {"road": 200, "pole": 16, "speck": 2}, shares={"speck": 0.005}))
-    assert floor == pytest.approx(0.5) and "pole" in why, "a class in under 1% of the images does not bound it"
-    floor, why = scale_floor(data(512, {"road": 200, "wire": 4}))
+def test_the_thinnest_common_class_bounds_the_scale_by_the_decoders_finest_stride() -> None:
+    street = data(512, {"road": 200, "pole": 16, "speck": 1}, shares={"speck": 0.005})
+    floor, why = scale_floor(street, finest_width("Unet"))
+    assert floor == pytest.approx(2 / 16) and "pole" in why, "a class in under 1% of the images does not bound it"
+    assert scale_floor(street, finest_width("FPN"))[0] == pytest.approx(4 / 16), "a stride-4 head: 4 px"
+    assert scale_floor(street, finest_width("PSPNet"))[0] == pytest.approx(8 / 16), "unlisted decoders: 8 px"
+    floor, why = scale_floor(data(512, {"road": 200, "wire": 1.5}), finest_width("Unet"))
     assert floor == 1.0 and "wire" in why and "no shrinking" in why
 
 
@@ -73,26 +77,32 @@ def test_a_tight_budget_shrinks_the_image_down_to_the_floor_but_not_below() -> N
     slower = plan(data(1024, {"road": 300, "car": 64}), machine(1.5e6), budget_minutes=10, val_images=50)
     assert slower.value("train.input")["size"][0] < size[0], "less speed, smaller images"
     assert fast.estimated_minutes <= 10 and slower.estimated_minutes <= 10
-    assert slower.value("train.input")["size"][0] >= 128, "never below the scale floor (car: 64 px -> 0.125)"
+    assert slower.value("train.input")["size"][0] >= 128, "never below the 8 px floor (car: 64 px -> 0.125)"
 
 
-def test_thin_structures_on_large_images_get_crops_and_the_budget_holds() -> None:
-    made = plan(data(1024, {"plate": 200, "wire": 3.5, "rivet": 7}), machine(5e6), budget_minutes=10, val_images=40)
+def test_thin_structures_on_large_images_get_crops_at_the_floor_and_the_budget_holds() -> None:
+    wires = data(1024, {"plate": 200, "wire": 3.5, "rivet": 7})  # floors: whole images 1 (8 px), crops 0.57 (2 px)
+    made = plan(wires, machine(1e6), budget_minutes=10, val_images=40)
     spec = made.value("train.input")
-    assert spec["policy"] == "crop" and spec["size"] == [512, 512], "half the side: " + made.table()
-    assert spec["crops_per_image"] == 2, "2 crops of each image an epoch keep the val pass to 25% or less"
+    assert spec["policy"] == "crop" and spec["scale"] == pytest.approx(608 / 1024, abs=1e-4), made.table()
+    assert spec["size"] == [288, 288], "half the side of the image shrunk to the floor (608 px)"
+    assert spec["crops_per_image"] == 4, "4 crops of each image an epoch keep the val pass to 25% or less"
     share = int(made.decisions[0].reason.split("validation takes ")[1].split("%")[0])
     assert 10 <= share <= 25, made.table()
-    more_val = plan(data(1024, {"plate": 200, "wire": 3.5, "rivet": 7}), machine(5e6), 10, val_images=120)
-    assert more_val.value("train.input")["crops_per_image"] > 2, "a longer val pass, more crops between passes"
+    more_val = plan(wires, machine(1e6), 10, val_images=120)
+    assert more_val.value("train.input")["crops_per_image"] > 4, "a longer val pass, more crops between passes"
     assert made.value("train.rare_crops") == pytest.approx(1 / 3, abs=1e-3)
     assert made.estimated_minutes <= 10 * 1.1 and made.value("train.epochs") >= 1
-    assert "wire" in made.notes[0] and "crops" in made.table()
-    whole = plan(data(1024, {"plate": 200, "wire": 3.5, "rivet": 7}), machine(5e6), 10, 40, crops=False)
+    assert "wire" in made.notes[0] and "crops at scale 0.5938" in made.table()
+    fast = plan(wires, machine(5e6), 10, 40).value("train.input")
+    assert fast["policy"] == "crop" and fast["scale"] == spec["scale"], "whole images never shrink below 8 px wires"
+    whole = plan(wires, machine(1e6), 10, 40, crops=False)
     spec = whole.value("train.input")
     assert spec["policy"] == "resize" and 32 <= spec["size"][0] < 1024, "whole images, shrunk below the floor"
     assert whole.value("train.epochs") >= 0.9 * TARGET_EPOCHS and whole.estimated_minutes <= 10, whole.table()
     assert "plan.crops: false" in whole.table()
+    full_res = plan(data(1024, {"plate": 200, "wire": 1.5}), machine(1e6), 10, 40).value("train.input")
+    assert full_res["policy"] == "crop" and "scale" not in full_res and full_res["size"] == [512, 512]
 
 
 def test_pinned_values_stay_and_the_rest_is_planned_around_them() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from visionflow.data.dataset import EpochSampler
+from visionflow.data.dataset import EpochSampler, ImageDataset
 from visionflow.data.transforms import (
     Augment,
     apply_policy,
@@ -218,3 +218,27 @@ def test_a_crop_around_a_rare_class_always_holds_it_and_stays_inside_the_image()
     none = torch.zeros(100, 120, dtype=torch.long)
     crop, crop_mask = crop_around(image, none, (32, 32), [4], 255, generator)
     assert crop.shape == (32, 32, 3) and crop_mask.shape == (32, 32), "no rare class: a random window"
+
+
+class _Decoded:
+    """A decode cache holding given arrays."""
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray) -> None:
+        self.image, self.mask = (lambda _: image), (lambda _: mask)
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_scaled_crops_are_cut_from_the_shrunk_image_and_mask() -> None:
+    import pandas as pd
+
+    image, mask = sample(128, 160)
+    rows = pd.DataFrame({"id": ["a"]})
+    shrunk, shrunk_mask = resize(image, mask, (64, 80))
+    centred = ImageDataset(rows, _Decoded(image.numpy(), mask.numpy()), policy="crop", size=(32, 32), scale=0.5)
+    crop, crop_mask, sizes = centred[0]  # no augmentation: the centred crop
+    assert torch.equal(crop, shrunk[16:48, 24:56]) and torch.equal(crop_mask, shrunk_mask[16:48, 24:56])
+    assert sizes.tolist() == [32, 32, 128, 160]
+    whole = ImageDataset(rows, _Decoded(image.numpy(), mask.numpy()), policy="crop", size=(64, 80), scale=0.5)
+    assert torch.equal(whole[0][0], shrunk) and torch.equal(whole[0][1], shrunk_mask), "a crop the shrunk size"

@@ -1,5 +1,5 @@
 """Sliding-window inference: the windows cover the image, the blend is a weighted mean, one window is the whole
-image, and flip TTA averages the two views."""
+image, flip TTA averages the two views, and scaled windows score the shrunk image."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from visionflow.data.transforms import normalise
-from visionflow.windows import gaussian_weights, sliding_window, window_starts
+from visionflow.data.transforms import apply_policy, normalise, restore
+from visionflow.windows import Windows, gaussian_weights, sliding_window, window_starts
 
 
 def as_forward(model: nn.Module):
@@ -109,3 +109,21 @@ def test_an_axis_shorter_than_the_window_is_scored_whole_along_it() -> None:
     tiled = sliding_window(forward, picture, (128, 128))
     assert tiled.shape == (4, 40, 300)
     torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_windows_score_the_shrunk_image_as_the_resize_policy_does() -> None:
+    """``scale`` shrinks the image as training shrank it before cropping; where one window covers the shrunk image,
+    that is the resize policy at the shrunk size, logits brought back to full size."""
+    forward, picture = as_forward(conv_model(seed=2)), image(128, 192)
+    shrunk, _ = apply_policy(picture, None, "resize", (64, 96), 255)
+    with torch.inference_mode():
+        resized = restore(forward(shrunk[None]), (64, 96, 128, 192), "resize")[0]
+    scaled = Windows((64, 96), scale=0.5).logits(forward, picture)
+    assert scaled.shape == (4, 128, 192)
+    torch.testing.assert_close(scaled, resized)
+    pointwise = as_forward(conv_model(kernel=1))
+    with torch.inference_mode():
+        whole = restore(pointwise(shrunk[None]), (64, 96, 128, 192), "resize")[0]
+    tiled = Windows((32, 32), scale=0.5).logits(pointwise, picture)  # 3 x 5 windows of the 64x96 shrunk image
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+    assert Windows.of("window", (32, 32), 0.5, False, 0.5) == Windows((32, 32), 0.5, False, 0.5)

@@ -1,4 +1,5 @@
-"""A model trained on crops is scored, predicted and served by the same overlapping windows: evaluate's scores,
+"""A model trained on crops (of shrunk images) is scored, predicted and served by the same overlapping windows
+(of the images shrunk alike): evaluate's scores,
 ``visionflow predict``'s masks and the served pyfunc's masks are those of one code path; where one window covers
 the image, the window policy gives the pad policy's masks."""
 
@@ -22,7 +23,8 @@ from visionflow.predict import predict_folder
 from visionflow.serving import Predictor, decode_mask
 from visionflow.stages import balance, evaluate, prepare, register, train, validate
 
-CROPS = TINY | {"train.epochs": 2, "train.input": {"size": [32, 32], "policy": "crop"}, "evaluate.flip": True}
+SPEC = {"size": [32, 32], "policy": "crop", "scale": 0.75}  # crops of the 64 px images shrunk to 48 px
+CROPS = TINY | {"train.epochs": 2, "train.input": SPEC, "evaluate.flip": True}
 
 
 def test_crop_training_is_evaluated_predicted_and_served_by_the_same_windows(workdir: Path) -> None:
@@ -30,14 +32,15 @@ def test_crop_training_is_evaluated_predicted_and_served_by_the_same_windows(wor
     for stage in (prepare, validate, balance):
         stage.run(config)
     meta = train.run(config)
-    assert (meta.input_policy, meta.input_size, meta.overlap, meta.flip) == ("window", (32, 32), 0.5, True)
-    several = make_config(CROPS | {"train.input": {"size": [32, 32], "policy": "crop", "crops_per_image": 3}})
+    assert (meta.input_policy, meta.input_size, meta.overlap, meta.flip, meta.scale) == ("window", (32, 32), 0.5,
+                                                                                         True, 0.75)  # fmt: skip
+    several = make_config(CROPS | {"train.input": SPEC | {"crops_per_image": 3}})
     one, three = (train._build(c, Dist()).train_loader for c in (config, several))
     assert len(three.sampler) == 3 * len(one.sampler) == 3 * len(one.dataset), "an epoch: 3 crops of each image"
     scored = evaluate.run(config)
 
     val = registry.load_split(config, "val")
-    assert all(image.shape[:2] == (64, 64) for image in val.images), "each image is larger than one window"
+    assert all(image.shape[:2] == (64, 64) for image in val.images), "each image, shrunk, is larger than a window"
     predictor = Predictor.from_file(config.paths.weights)
     masks = predictor.predict(val.images)
     assert all(mask.shape == image.shape[:2] for mask, image in zip(masks, val.images, strict=True))

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from visionflow.data.masks import read_mask
-from visionflow.data.transforms import Augment, apply_policy, crop_around
+from visionflow.data.transforms import Augment, apply_policy, crop_around, resize, scaled_size
 from visionflow.handoffs import DatasetInfo
 
 try:  # a faster PNG decoder; PIL decodes everything without it
@@ -217,6 +217,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         original_masks: bool = False,
         rare: Sequence[int] = (),
         rare_share: float = 0.0,
+        scale: float = 1.0,
     ) -> None:
         self.ids = rows["id"].astype(str).tolist()
         self.cache = cache
@@ -224,6 +225,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         self.policy, self.size, self.ignore_index = policy, size, ignore_index
         self.augment, self.seed, self.original_masks = augment, seed, original_masks
         self.rare, self.rare_share = tuple(rare), rare_share  # crop policy: crops centred on these classes
+        self.scale = scale  # crop policy: crops are cut from the image shrunk by this
         self.generator = torch.Generator().manual_seed(seed)
 
     def set_epoch(self, epoch: int, rank: int = 0) -> None:
@@ -238,6 +240,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         height, width = image.shape[:2]
         mask = None if self.labels is not None else torch.from_numpy(self.cache.mask(index).astype(np.int64))
         random = self.generator if self.augment is not None else None
+        if self.policy == "crop" and self.scale != 1:
+            image, mask = resize(image, mask, scaled_size(height, width, self.scale))
         if self._rare_crop(random, mask):
             assert mask is not None and self.size is not None and random is not None
             image, moved = crop_around(image, mask, self.size, self.rare, self.ignore_index, random)

@@ -43,6 +43,7 @@ def make_dataset(
         original_masks=not train,
         rare=rare if train else (),
         rare_share=config.train.rare_crops if train else 0.0,
+        scale=spec.scale,
     )
 
 

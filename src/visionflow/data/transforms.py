@@ -40,6 +40,7 @@ __all__ = [
     "restore_decide",
     "restore_groups",
     "round_up",
+    "scaled_size",
     "size_groups",
 ]
 
@@ -61,6 +62,12 @@ def normalise(
 
 def round_up(value: int, multiple: int = STRIDE) -> int:
     return -(-value // multiple) * multiple
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) shrunk by ``scale`` (rounded, at least 1 px): the image the crop and window policies cut
+    from when ``train.input.scale`` is below 1."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def resize(

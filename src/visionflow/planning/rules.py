@@ -4,18 +4,23 @@ reason in words. Pure functions over small records: the plan stage measures and 
 
 The rules (``../shared/PLANNING.md`` has the sources; each is to be checked by measurement):
 
-1. **Scale floor.** A decoder's finest semantic level has stride 8, so an object narrower than about 8 px at the
-   scale the model sees it is lost. For every class present in at least 1% of the train images, the scale at
-   which its typical object is 8 px wide (the width half of its pixels reach, objects weighted by area:
-   :mod:`~visionflow.planning.fingerprint`); the largest of these bounds how far images may shrink (never below
-   it, never above 1: nothing is enlarged).
-2. **Whole image or crops.** The largest whole-image size between the floor and full resolution (each side a
-   multiple of 32, the median aspect) at which ``TARGET_EPOCHS`` fit the budget; where none does, crops at full
-   resolution, half the image's side (no smaller than ``MIN_CROP``: context), scored by sliding windows, a third
-   of them centred on a rare class, and as many from each image an epoch as keep the val pass (every window of
-   every full-size val image) within ``VAL_SHARE`` of the epoch while ``MIN_CROP_EPOCHS`` fit. (Measured on the
-   wires set: one 128 px crop per image an epoch left the val pass most of each epoch and lost to the resize
-   baseline.)
+1. **Scale floors.** For every class present in at least 1% of the train images, the scale at which its typical
+   object (the width half of its pixels reach, objects weighted by area: :mod:`~visionflow.planning.fingerprint`)
+   is ``w`` px wide; the largest of these is the floor for ``w`` (never above 1: nothing is enlarged). Whole
+   images shrink at most to the 8 px floor (``WHOLE_WIDTH_PX``: the stride-8 level still sees every class; below
+   it shrinking costs the thin ones). Crops may be cut from images shrunk further, down to the floor of the
+   decoder's finest stride, below which an object is lost: 2 px for the U-Net family (skips from stride 2 up to a
+   full-resolution head), 4 px for stride-4 heads (FPN, DeepLabV3+, Segformer, ...), 8 px otherwise
+   (:func:`finest_width`).
+2. **Whole image or crops.** The largest whole-image size between the 8 px floor and full resolution (each side a
+   multiple of 32, the median aspect) at which ``TARGET_EPOCHS`` fit the budget; where none does, crops of the
+   images shrunk to the finest-stride floor (the most passes over them the thinnest class allows; whole images at
+   scale 0.5 for 10 epochs beat scale 0.34 for 21 on the wires set), half the shrunk image's side
+   (no smaller than ``MIN_CROP``: context), scored by sliding windows at that scale, a third of them centred on a
+   rare class, and as many from each image an epoch as keep the val pass (every window of every val image)
+   within ``VAL_SHARE`` of the epoch while ``MIN_CROP_EPOCHS`` fit. (Measured on the wires set: one 128 px crop
+   per image an epoch left the val pass most of each epoch and lost to the resize baseline; two 512 px crops at
+   full resolution, 2.6 passes over the images in 10 minutes, still lost, undertrained.)
 3. **Batch.** The smallest measured batch that reaches 90% of the best measured images per second at the planned
    size, clamped to [2, 5% of the train images].
 4. **Learning rate.** ``REFERENCE_LR`` at ``REFERENCE_BATCH``, scaled by the square root of the batch ratio
@@ -50,6 +55,7 @@ __all__ = [
     "Machine",
     "Rate",
     "batch_cap",
+    "finest_width",
     "full_size",
     "needs_measuring",
     "plan",
@@ -57,7 +63,10 @@ __all__ = [
     "unmeasured",
 ]
 
-FINEST_STRIDE_PX = 8  # rule 1: the narrowest object width a stride-8 decoder level resolves
+FINEST_WIDTH_PX = {"Unet": 2, "UnetPlusPlus": 2, "MAnet": 2, "Linknet": 2, "FPN": 4, "DeepLabV3Plus": 4,
+                   "PAN": 4, "UPerNet": 4, "Segformer": 4}  # fmt: skip  # rule 1: by the decoder's finest stride
+OTHER_WIDTH_PX = 8  # rule 1: decoders not listed (PSPNet, DeepLabV3: stride 8)
+WHOLE_WIDTH_PX = 8  # rule 1: whole images shrink while every common class stays this wide
 PRESENT_SHARE = 0.01  # rule 1: classes in at least this share of the train images bound the scale
 TARGET_EPOCHS = 20  # rule 2: the epochs a size must leave in the budget
 MIN_CROP = 128  # rule 2: the smallest crop side (context a crop must keep)
@@ -134,11 +143,16 @@ def full_size(data: DataPrint) -> tuple[int, int]:
     return _side(data.height[1]), _side(data.width[1])
 
 
-def scale_floor(data: DataPrint) -> tuple[float, str]:
+def finest_width(arch: str) -> int:
+    """Rule 1: the narrowest object (px, at the model's scale) the architecture's decoder resolves."""
+    return FINEST_WIDTH_PX.get(arch, OTHER_WIDTH_PX)
+
+
+def scale_floor(data: DataPrint, finest: int = FINEST_WIDTH_PX["Unet"]) -> tuple[float, str]:
     """Rule 1: the smallest scale that keeps every common class's typical object (the width half its pixels
-    reach) at least 8 px wide, and why."""
+    reach) at least ``finest`` px wide, and why."""
     bounds = [
-        (FINEST_STRIDE_PX / width, c, width)
+        (finest / width, c, width)
         for c in data.classes
         if c.image_share >= PRESENT_SHARE and (width := c.width_by_pixels)
     ]
@@ -148,11 +162,11 @@ def scale_floor(data: DataPrint) -> tuple[float, str]:
     if need >= 1:
         return 1.0, (
             f"half of {bound.name}'s pixels lie in objects {width:.1f} px wide or less at full resolution (under "
-            f"{FINEST_STRIDE_PX} px would be lost at stride 8): no shrinking"
+            f"{finest} px): no shrinking"
         )
     return need, (
-        f"{bound.name}'s typical object (half its pixels), {width:.1f} px wide, reaches {FINEST_STRIDE_PX} px at "
-        f"scale {need:.2f}: the thinnest common class bounds the scale"
+        f"{bound.name}'s typical object (half its pixels), {width:.1f} px wide, reaches {finest} px at scale "
+        f"{need:.2f}: the thinnest common class bounds the scale"
     )
 
 
@@ -166,11 +180,18 @@ def _passes(machine: Machine, images: int, size: Sequence[int], val_images: int,
     return images * train_s, val_images * windows * eval_s
 
 
+def _shrunk(full: Sequence[int], scale: float) -> tuple[int, int]:
+    """The full-size image shrunk by ``scale`` (each side rounded up to the stride): what crops and windows are
+    cut from."""
+    return _side(full[0] * scale), _side(full[1] * scale)
+
+
 def _epoch_seconds(machine: Machine, images: int, spec: Mapping[str, Any], val_images: int, batch: int | None,
                    full: Sequence[int]) -> float:  # fmt: skip
     """One epoch at the ``train.input`` spec: its crops per image from each train image, then the val pass."""
     cropped = spec["policy"] == "crop"
-    train, val = _passes(machine, images, spec["size"] or full, val_images, batch, full if cropped else None)
+    windowed = _shrunk(full, float(spec.get("scale", 1.0))) if cropped else None
+    train, val = _passes(machine, images, spec["size"] or full, val_images, batch, windowed)
     return train * int(spec.get("crops_per_image", 1)) + val
 
 
@@ -182,18 +203,23 @@ def plan(
     pinned: Mapping[str, Any] | None = None,
     calibration: Calibration | None = None,
     crops: bool = True,
+    finest: int = FINEST_WIDTH_PX["Unet"],
 ) -> Plan:
     """The plan for training on ``data`` on ``machine`` in ``budget_minutes`` (validation passes included), with
     ``pinned`` (dotted params keys set in params) kept as given, and the probe's times scaled by ``calibration``
     (where its settings are the planned ones, its epoch time sets the epochs); without ``crops`` the input is
-    always the whole image."""
+    always the whole image. ``finest``: the narrowest object the model resolves (:func:`finest_width`)."""
     pinned = dict(pinned or {})
     budget = budget_minutes * 60
     median = (data.height[1], data.width[1])
     full = full_size(data)
-    floor, floor_reason = scale_floor(data)
+    floor, floor_reason = scale_floor(data, WHOLE_WIDTH_PX)
+    crop_floor, crop_reason = scale_floor(data, finest)
     decisions: list[Decision] = []
-    notes = [f"scale floor {floor:.2f}: {floor_reason}"]
+    notes = [
+        f"scale floor {floor:.2f} for whole images ({WHOLE_WIDTH_PX} px): {floor_reason}",
+        f"scale floor {crop_floor:.2f} for crops ({finest} px, the decoder's finest stride): {crop_reason}",
+    ]
     if calibration is not None:
         probed = _epoch_seconds(machine, data.images, calibration.input, val_images, calibration.batch, full)
         machine = replace(machine, overhead=calibration.epoch_seconds / probed)
@@ -208,7 +234,8 @@ def plan(
         spec = dict(pinned["train.input"])
         decisions.append(Decision("train.input", spec, "", pinned=True))
     else:
-        spec, reason = _input(data, machine, budget, val_images, floor, floor_reason, median, full, crops)
+        spec, reason = _input(data, machine, budget, val_images, (floor, crop_floor), floor_reason, median, full,
+                              crops)  # fmt: skip
         decisions.append(Decision("train.input", spec, reason))
     size = tuple(spec["size"]) if spec.get("size") else full
     windowed = spec.get("policy") == "crop"
@@ -303,10 +330,13 @@ def _lr(batch: int) -> tuple[float, str]:
 _RARE_WHY = "a third of the crops centred on a rare class present (nnU-Net)"
 
 
-def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floor: float, floor_reason: str,
-           median: tuple[float, float], full: tuple[int, int], crops: bool) -> tuple[dict[str, Any], str]:  # fmt: skip
-    """Rule 2: the largest whole-image size between the floor and full resolution that leaves TARGET_EPOCHS in the
-    budget; else crops at full resolution (without ``crops``: whole images below the floor, down to 32 px)."""
+def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floors: tuple[float, float],
+           floor_reason: str, median: tuple[float, float], full: tuple[int, int],
+           crops: bool) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """Rule 2: the largest whole-image size between the (whole-image) floor and full resolution that leaves
+    TARGET_EPOCHS in the budget; else crops of the images shrunk to the crop floor (without ``crops``: whole
+    images below the floor, down to 32 px)."""
+    floor, crop_floor = floors
     scale = 1.0
     bound = f"{floor_reason.split(':')[0]} allows down to {floor:.2f}"
     if not crops:
@@ -333,20 +363,25 @@ def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, fl
             f"no whole-image size leaves {TARGET_EPOCHS} epochs in the budget and crops are off (plan.crops: "
             f"false): the smallest, {size[0]}x{size[1]}"
         )
-    # crops at full resolution: half the image's side (at least MIN_CROP), several from each image an epoch
-    crop = tuple(min(side, max(MIN_CROP, side // 2 // STRIDE * STRIDE)) for side in full)
-    if crop[0] >= full[0] and crop[1] >= full[1]:  # no crop smaller than MIN_CROP cuts anything from these images
+    # crops of the images shrunk to the floor: half the shrunk side (at least MIN_CROP), several an epoch
+    shrunk = _shrunk(full, crop_floor)
+    scale = round(max(shrunk) / max(full), 4) if crop_floor < 1 else 1.0  # the shrunk sides land on the stride
+    crop = tuple(min(side, max(MIN_CROP, side // 2 // STRIDE * STRIDE)) for side in shrunk)
+    at = "full resolution" if scale == 1 else f"scale {scale:g} ({shrunk[0]}x{shrunk[1]}, the crop floor)"
+    if crop[0] >= shrunk[0] and crop[1] >= shrunk[1]:  # no crop smaller than MIN_CROP cuts anything from these
         return {"size": list(full), "policy": _whole_policy(median, full)}, (
             f"no whole-image size from scale {floor:.2f} leaves {TARGET_EPOCHS} epochs in the budget, and the "
-            f"images are no larger than the smallest crop ({MIN_CROP} px): the whole image at full resolution, "
-            "fewer epochs"
+            f"images at {at} are no larger than the smallest crop ({MIN_CROP} px): the whole image at full "
+            "resolution, fewer epochs"
         )
-    per_image, share = _crops_per_image(machine, data.images, crop, val_images, full, budget)
-    return {"size": list(crop), "policy": "crop", "crops_per_image": per_image}, (
+    per_image, share = _crops_per_image(machine, data.images, crop, val_images, shrunk, budget)
+    spec: dict[str, Any] = {"size": list(crop), "policy": "crop", "crops_per_image": per_image}
+    if scale != 1:
+        spec["scale"] = scale
+    return spec, (
         f"no whole-image size from scale {floor:.2f} ({floor_reason.split(':')[0]}) to full resolution leaves "
-        f"{TARGET_EPOCHS} epochs in the budget: {crop[0]}x{crop[1]} crops at full resolution (half the image's "
-        f"side), scored by sliding windows; {per_image} from each image an epoch, so that validation takes "
-        f"{share:.0%} of it"
+        f"{TARGET_EPOCHS} epochs in the budget: {crop[0]}x{crop[1]} crops at {at}, half its side, scored by "
+        f"sliding windows; {per_image} from each image an epoch, so that validation takes {share:.0%} of it"
     )
 
 
@@ -386,4 +421,5 @@ def _whole_policy(median: Sequence[float], full: Sequence[int]) -> str:
 
 def _show_input(spec: Mapping[str, Any]) -> str:
     size = spec.get("size")
-    return f"{spec['policy']} {size[0]}x{size[1]}" if size else f"{spec['policy']} at full size"
+    scaled = f" at scale {spec['scale']:g}" if spec.get("scale", 1) != 1 else ""
+    return f"{spec['policy']} {size[0]}x{size[1]}{scaled}" if size else f"{spec['policy']} at full size"

@@ -158,7 +158,8 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
     """Score one split and write its folder: tables, confusion matrix, best/worst panels."""
     task = meta.task
     files = _fresh_folder(config.paths.evaluated(split))
-    dataset = make_dataset(config, info, rows, InputConfig(size=meta.input_size, policy=meta.input_policy), False)
+    spec = InputConfig(size=meta.input_size, policy=meta.input_policy, scale=meta.scale)
+    dataset = make_dataset(config, info, rows, spec, False)
     threshold = 0.5 if meta.threshold is None else meta.threshold
     collected = _Collector(task, len(info.classes), info.ignore_index)
     result = evaluate(
@@ -171,7 +172,7 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
         meta.input_policy,
         threshold,
         on_batch=collected,
-        windows=Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip),
+        windows=Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip, meta.scale),
     )
     metrics = task_metrics(task, result.confusion, info.classes)
     metrics["images_per_second"] = result.images_per_second

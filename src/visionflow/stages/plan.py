@@ -37,6 +37,7 @@ from visionflow.planning.rules import (
     Machine,
     Rate,
     batch_cap,
+    finest_width,
     full_size,
     needs_measuring,
     plan,
@@ -170,11 +171,11 @@ def run(config: Config) -> PlanFile:
         data = fingerprint(masks, info.classes, info.ignore_index)
         machine = _machine(config, data, _runtime(config))
         val_images = manifest.per_split.get("val", 0)
-        budget, crops = config.plan.budget_minutes, config.plan.crops
-        made = plan(data, machine, budget, val_images, pinned, crops=crops)
+        budget, crops, finest = config.plan.budget_minutes, config.plan.crops, finest_width(config.model.arch)
+        made = plan(data, machine, budget, val_images, pinned, crops=crops, finest=finest)
         for _ in range(MAX_CALIBRATIONS):  # time the planned settings until the plan stays where it was timed
             calibration = _calibrate(config, made, machine.kind, manifest)
-            made = plan(data, machine, budget, val_images, pinned, calibration, crops)
+            made = plan(data, machine, budget, val_images, pinned, calibration, crops, finest)
             if calibration.matches(made.value("train.input"), int(made.value("train.batch_size"))):
                 break
     made.write(paths)

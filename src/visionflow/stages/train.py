@@ -196,7 +196,13 @@ def _build(config: Config, dist: Dist) -> _Session:
         {"train": train_rows, "val": val_rows},
         config.primary_metric,
         config.eval_input.policy,
-        Windows.of(config.eval_input.policy, config.eval_input.size, config.evaluate.overlap, config.evaluate.flip),
+        Windows.of(
+            config.eval_input.policy,
+            config.eval_input.size,
+            config.evaluate.overlap,
+            config.evaluate.flip,
+            config.eval_input.scale,
+        ),
     )
 
 
@@ -339,6 +345,7 @@ def _model_meta(config: Config, session: _Session, epoch: int, score: float) -> 
         input_policy=spec.policy,
         overlap=config.evaluate.overlap,
         flip=config.evaluate.flip,
+        scale=spec.scale,
         mean=IMAGENET_MEAN,  # the statistics smp and timm encoders expect
         std=IMAGENET_STD,
         epoch=epoch,
