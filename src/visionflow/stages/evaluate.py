@@ -158,8 +158,7 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
     """Score one split and write its folder: tables, confusion matrix, best/worst panels."""
     task = meta.task
     files = _fresh_folder(config.paths.evaluated(split))
-    spec = InputConfig(size=meta.input_size, policy=meta.input_policy, scale=meta.scale)
-    dataset = make_dataset(config, info, rows, spec, False)
+    dataset = make_dataset(config, info, rows, InputConfig(size=meta.input_size, policy=meta.input_policy), False)
     threshold = 0.5 if meta.threshold is None else meta.threshold
     collected = _Collector(task, len(info.classes), info.ignore_index)
     result = evaluate(
