@@ -28,10 +28,16 @@ CAMVID_DIRS = ("train", "trainannot", "val", "valannot")  # what the folder sour
 INPUT_SIZE = (256, 320)  # (H, W) the benchmarks train and time at: multiples of 32, near CamVid's 360x480 frames
 
 
+def absolute(value: str) -> Path:
+    """A path argument made absolute as given: the benchmarks run in a temporary working directory, so a relative
+    ``--json`` or ``--camvid`` would otherwise be read or written there (and a 40-minute report lost)."""
+    return Path(value).absolute()
+
+
 def add_camvid_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--camvid",
-        type=Path,
+        type=absolute,
         default=CAMVID,
         help=f"CamVid folder ({' '.join(d + '/' for d in CAMVID_DIRS)}); default ../shared/data/camvid beside "
         "the repository",
@@ -39,7 +45,7 @@ def add_camvid_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--json", type=absolute, help="also write the figures here")
 
 
 def add_camvid_arguments(parser: argparse.ArgumentParser) -> None:

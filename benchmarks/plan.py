@@ -53,7 +53,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("dataset", choices=["camvid", "wires"])
     parser.add_argument("--budget-minutes", type=float, help="training budget per arm (default camvid 40, wires 10)")
     parser.add_argument("--images", type=int, default=120, help="wires: images generated (train, val)")
-    parser.add_argument("--reference", type=Path, help="camvid: benchmarks/camvid.py's --json report to compare with")
+    parser.add_argument("--reference", type=common.absolute,
+                        help="camvid: benchmarks/camvid.py's --json report to compare with")  # fmt: skip
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params overrides (YAML values) for the planned arms, applied last")  # fmt: skip
     common.add_camvid_option(parser)
