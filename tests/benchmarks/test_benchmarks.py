@@ -62,12 +62,15 @@ def synthetic_camvid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_benchmark(script: str, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``script`` run as a user runs it, from the repository root. One torch thread: where the cores are shared
-    (CI runners, another test), two spinning OpenMP threads made one step ten times slower; nothing here is timed."""
+def run_benchmark(
+    script: str, *args: str | Path, check: bool = True, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    """``script`` run as a user runs it, from the repository root (or ``cwd``). One torch thread: where the cores are
+    shared (CI runners, another test), two spinning OpenMP threads made one step ten times slower; nothing here is
+    timed."""
     command = [sys.executable, str(REPO / "benchmarks" / script), *map(str, args)]
     env = tool_env(OMP_NUM_THREADS="1")
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -99,9 +102,13 @@ def finite(value: Any) -> bool:
 
 @pytest.fixture(scope="module")
 def camvid_run(synthetic_camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """camvid.py at its defaults but a tiny budget, run once: its JSON (plan.py's reference) and what it printed."""
-    out = tmp_path_factory.mktemp("camvid-run") / "camvid.json"
-    return out, report_of("camvid.py", out, "--camvid", synthetic_camvid, "--budget-minutes", "0.001")[1]
+    """camvid.py at its defaults but a tiny budget, run once: its JSON (plan.py's reference) and what it printed.
+    Run from the report's folder with ``--json`` relative, as a user gives it: the report lands there, not in the
+    temporary directory the benchmark works in."""
+    here = tmp_path_factory.mktemp("camvid-run")
+    result = run_benchmark("camvid.py", "--camvid", synthetic_camvid, "--budget-minutes", "0.001", "--json",
+                           "camvid.json", cwd=here)  # fmt: skip
+    return here / "camvid.json", result.stdout
 
 
 def test_camvid_reports_every_class_epoch_and_val_image(synthetic_camvid: Path, camvid_run: tuple[Path, str]) -> None:
