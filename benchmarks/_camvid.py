@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -134,8 +135,8 @@ def per_image(config: Config) -> dict[str, dict[str, float | None]]:
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The options as JSON-friendly values (the report records what was run)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"}
+    """The options as JSON-friendly values, paths relative to the repository (the report records what was run)."""
+    return {k: os.path.relpath(v, REPO) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"}
 
 
 def score(value: float | None) -> float | None:
