@@ -28,6 +28,18 @@ CAMVID = REPO.parent / "shared" / "data" / "camvid"
 BIN = Path(sys.executable).parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist the cores are shared by the workers: each worker's torch, and every tool it starts, gets
+    its share of threads (two spinning OpenMP pools per core made a training step ten times slower)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 def tool_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses: this interpreter's scripts (dvc, visionflow) first on PATH."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")

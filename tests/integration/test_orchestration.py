@@ -273,6 +273,8 @@ def test_served_retraining_deployment_runs_on_a_prefect_server(
 
 def test_a_two_point_sweep_runs_both_experiments_and_registers_the_best(tmp_path: Path) -> None:
     repo = copy_project(tmp_path / "repo")
+    set_params(repo, train={key: TINY_TRAIN[key] for key in ("input", "rare_crops")})  # with the sweep's: no probe
+    commit(repo, "whole images")
     plan = tmp_path / "tiny.yaml"
     plan.write_text(yaml.safe_dump({"name": "tiny", "set": {"data.builtin.num_images": 24, "train.epochs": 1,
                                                             "train.batch_size": 8},
