@@ -21,7 +21,6 @@ from tests.conftest import REPO, tool_env, write_pair
 from visionflow.data.sources import PRESETS
 
 pytestmark = pytest.mark.slow
-ON_CAMVID = pytest.mark.xdist_group("synthetic-camvid")  # one worker runs the tests that share its fixtures
 
 CAMVID = PRESETS["camvid"]
 FRAME = (360, 480)  # CamVid's frame size (H, W)
@@ -112,7 +111,6 @@ def camvid_run(synthetic_camvid: Path, tmp_path_factory: pytest.TempPathFactory)
     return here / "camvid.json", result.stdout
 
 
-@ON_CAMVID
 def test_camvid_reports_every_class_epoch_and_val_image(synthetic_camvid: Path, camvid_run: tuple[Path, str]) -> None:
     report, printed = json.loads(camvid_run[0].read_text()), camvid_run[1]
     assert report["settings"]["input_size"] == [256, 320]  # the default, a valid train.input.size
@@ -131,7 +129,6 @@ def test_camvid_reports_every_class_epoch_and_val_image(synthetic_camvid: Path, 
     )
 
 
-@ON_CAMVID
 def test_balance_camvid_reports_both_variants_on_the_rarest_classes(synthetic_camvid: Path, tmp_path: Path) -> None:
     report, printed = report_of("balance_camvid.py", tmp_path / "balance.json", "--camvid", synthetic_camvid,
                                 "--epochs", "1")  # fmt: skip
@@ -209,7 +206,6 @@ def check_plan_report(report: dict[str, Any], printed: str, other: str, classes:
     assert f"planned - {other}: mean per-image mIoU difference" in printed
 
 
-@ON_CAMVID
 def test_plan_compares_the_planned_camvid_run_with_the_reference(
     synthetic_camvid: Path, camvid_run: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -60,7 +60,7 @@ from visionflow import tracking
 from visionflow.config import Config
 from visionflow.stages import STAGE_NAMES
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc-contract")]  # one worker: one `runs`
+pytestmark = pytest.mark.slow
 
 SRC = REPO / "src"
 PACKAGE = "visionflow"

@@ -18,7 +18,6 @@ from visionflow.data import builtin
 from visionflow.handoffs import ModelMeta
 
 pytestmark = pytest.mark.slow
-ON_PROJECT = pytest.mark.xdist_group("pipeline-project")  # one worker runs the tests that share `project`
 
 
 def ran_stages(output: str) -> list[str]:
@@ -46,7 +45,6 @@ def mlflow_client(repo: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
 
 
-@ON_PROJECT
 def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     for path in (
         "data/prepared/manifest.csv",
@@ -104,7 +102,6 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     assert (project / "mlartifacts").is_dir(), "artifacts stay in the working tree"
 
 
-@ON_PROJECT
 def test_registered_model_loads_and_predicts(project: Path) -> None:
     import mlflow
     import numpy as np
@@ -127,7 +124,6 @@ def test_registered_model_loads_and_predicts(project: Path) -> None:
     assert mask.shape == (64, 48) and mask.max() < 6
 
 
-@ON_PROJECT
 def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path) -> None:
     again = run_tool("dvc", "repro", cwd=project)
     assert ran_stages(again.stdout) == [] and "up to date" in again.stdout
@@ -153,7 +149,6 @@ def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path
     assert len(plots[score][0]["content"]["data"]["values"]) == 2, "one val score per epoch"
 
 
-@ON_PROJECT
 def test_prefect_flow_runs_the_stages(project: Path, tmp_path: Path) -> None:
     result = run_tool("python", "pipelines/training.py", cwd=project, PREFECT_HOME=str(tmp_path / "prefect"))
     log = result.stdout + result.stderr
@@ -177,7 +172,6 @@ def test_prefect_flow_stops_at_bad_data_with_the_stage_error(tmp_path: Path, cam
     assert "dvc repro balance" not in log, "the flow stops at the first failing stage"
 
 
-@ON_PROJECT
 def test_a_change_to_shared_code_makes_every_stage_that_imports_it_stale(project: Path) -> None:
     """dvc.yaml lists each module a stage imports: touching one reruns exactly the stages that import it."""
     for module, stale in (
@@ -212,7 +206,6 @@ def planned_on(repo: Path) -> str:
     return json.loads((repo / "data" / "plan" / "plan.json").read_text())["machine"]
 
 
-@ON_PROJECT
 def test_a_plan_made_on_another_kind_of_machine_is_made_again_by_dev_py_and_by_the_flow(
     project: Path, tmp_path: Path
 ) -> None:
