@@ -35,7 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if workers > 1:
         import torch
 
-        threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) // workers)
+        from visionflow.engine import cpu_cores
+
+        threads = max(1, cpu_cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 

@@ -6,6 +6,7 @@ Segmentation logits are mapped back to each mask's original resolution before th
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from visionflow.windows import Windows
 __all__ = [
     "EvalResult",
     "Runtime",
+    "cpu_cores",
     "cpu_has_bf16",
     "decide",
     "evaluate",
@@ -68,6 +70,11 @@ class EvalResult:
     confusion: torch.Tensor  # (K, K), rows = truth
     images_per_second: float
     images: int = 0
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_has_bf16() -> bool:

@@ -9,7 +9,6 @@ when this machine happens to be busier. Speeds are measured on random images of 
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from visionflow.config import ModelConfig
-from visionflow.engine import Runtime, cpu_has_bf16, train_one_epoch
+from visionflow.engine import Runtime, cpu_cores, cpu_has_bf16, train_one_epoch
 from visionflow.models import create_model, output_channels
 from visionflow.planning.rules import Machine, Rate
 
@@ -41,9 +40,8 @@ def machine_kind(device: torch.device, precision: str) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, {precision}"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     bf16 = "bf16 units" if cpu_has_bf16() else "no bf16 units"
-    return f"cpu: {_cpu_name()}, {cores} cores, {bf16}, {precision}"
+    return f"cpu: {_cpu_name()}, {cpu_cores()} cores, {bf16}, {precision}"
 
 
 def _batches(
