@@ -40,9 +40,10 @@ from visionflow.data.transforms import (
     restore_decide,
     size_groups,
 )
-from visionflow.engine import Runtime, resolve_precision, windowed
+from visionflow.engine import windowed
 from visionflow.errors import InputError
 from visionflow.handoffs import ModelMeta
+from visionflow.inference import Inference
 from visionflow.windows import Windows
 
 __all__ = [
@@ -128,8 +129,8 @@ class Predictor:
         channels_last: bool = True,
     ) -> None:
         self.meta = meta
-        device = torch.device(device)
-        self.runtime = Runtime(device, channels_last, resolve_precision(precision, device), meta.mean, meta.std)
+        self.inference = Inference.of(meta)
+        self.runtime = self.inference.runtime(device, channels_last, precision)
         self.model = self.runtime.prepare(model).eval()
 
     @classmethod
@@ -158,7 +159,8 @@ class Predictor:
         items = []
         for image in images:
             tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))  # memmaps are read-only
-            moved, _ = apply_policy(tensor, None, self.meta.input_policy, self.meta.input_size, self.meta.ignore_index)
+            spec = self.inference.input
+            moved, _ = apply_policy(tensor, None, spec.policy, spec.size, self.meta.ignore_index)
             sizes = torch.tensor([moved.shape[0], moved.shape[1], tensor.shape[0], tensor.shape[1]])
             items.append((moved, torch.zeros(()), sizes))
         batch, _, sizes = pad_collate(items, self.meta.ignore_index)
@@ -174,30 +176,27 @@ class Predictor:
 
     @torch.inference_mode()
     def _windowed(self, images: Sequence[np.ndarray], windows: Windows) -> list[np.ndarray]:
-        threshold = 0.5 if self.meta.threshold is None else self.meta.threshold
         out = []
         for image in images:
             tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
             logits = windowed(self.model, self.runtime, tensor, windows)
-            out.append(decide(logits[None], threshold)[0].to(torch.uint8).cpu().numpy())
+            out.append(decide(logits[None], self.inference.threshold)[0].to(torch.uint8).cpu().numpy())
         return out
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
         """Per image: a uint8 (H, W) class-id mask at the image's own size, or a vector of class probabilities.
         A model of the window policy scores each image by overlapping windows (``batch_size`` does not apply)."""
-        meta = self.meta
-        windows = Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip, meta.scale)
-        if windows is not None:
-            return self._windowed(images, windows)
+        inference = self.inference
+        if inference.windows is not None:
+            return self._windowed(images, inference.windows)
         out: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             logits, sizes = self.logits(images[start : start + batch_size])
-            if self.meta.task == "classification":
+            if inference.task == "classification":
                 out.extend(logits.float().softmax(dim=1).cpu().numpy())
                 continue
-            threshold = 0.5 if self.meta.threshold is None else self.meta.threshold
             for a, b, key in size_groups(sizes):
-                decided = restore_decide(logits[a:b], key, self.meta.input_policy, threshold)
+                decided = restore_decide(logits[a:b], key, inference.policy, inference.threshold)
                 out.extend(decided.to(torch.uint8).cpu().numpy())
         return out
 

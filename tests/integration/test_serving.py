@@ -73,10 +73,10 @@ def test_pipeline_against_a_real_tracking_server_and_serving(
         stage.run(config)
 
     from visionflow import tracking
-    from visionflow.stages import train as train_module
+    from visionflow import training as train_module
 
     with monkeypatch.context() as patch:  # the error comes before any data is loaded, any step, any run
-        patch.setattr(train_module, "_build", lambda *a: pytest.fail("training was set up before the check"))
+        patch.setattr(train_module, "build_session", lambda *a: pytest.fail("training was set up before the check"))
         patch.setattr(train_module, "train_one_epoch", lambda *a, **k: pytest.fail("a training step ran"))
         patch.setattr(tracking, "_mlflow", lambda config: pytest.fail("an MLflow run was opened"))
         with pytest.raises(TrackingUnavailable, match=f"MLflow tracking server {uri} is not reachable"):

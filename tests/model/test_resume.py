@@ -9,10 +9,10 @@ import torch
 from mlflow import MlflowClient
 
 from tests.conftest import TINY, make_config
+from visionflow import training as train_module  # the epoch loop the stage runs
 from visionflow.errors import ConfigError
 from visionflow.handoffs import TrainingRun
 from visionflow.stages import balance, prepare, train, validate
-from visionflow.stages import train as train_module
 
 
 def final_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import TINY, make_config, make_meta
-from visionflow import registry, tracking
+from visionflow import registry, tracking, training
 from visionflow.distributed import Dist
 from visionflow.gate import score_predictions
 from visionflow.models import build_model
@@ -35,7 +35,7 @@ def test_crop_training_is_evaluated_predicted_and_served_by_the_same_windows(wor
     assert (meta.input_policy, meta.input_size, meta.overlap, meta.flip, meta.scale) == ("window", (32, 32), 0.5,
                                                                                          True, 0.75)  # fmt: skip
     several = make_config(CROPS | {"train.input": SPEC | {"crops_per_image": 3}})
-    one, three = (train._build(c, Dist()).train_loader for c in (config, several))
+    one, three = (training.build_session(c, Dist()).train_loader for c in (config, several))
     assert len(three.sampler) == 3 * len(one.sampler) == 3 * len(one.dataset), "an epoch: 3 crops of each image"
     scored = evaluate.run(config)
 
