@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from visionflow.errors import ConfigError
 
@@ -33,6 +33,7 @@ __all__ = [
     "DriftConfig",
     "EvaluateConfig",
     "EvaluatedSplit",
+    "GroupsConfig",
     "InputConfig",
     "MasksConfig",
     "ModelConfig",
@@ -44,6 +45,7 @@ __all__ = [
     "SplitDirs",
     "TrackingConfig",
     "TrainConfig",
+    "ValSplitConfig",
     "ValidateConfig",
     "load_config",
     "parse_colour",
@@ -83,6 +85,16 @@ class EvaluatedSplit:
         return self.root / "per_image.csv"
 
     @property
+    def per_group(self) -> Path:
+        """One row per group of images (data.groups: a sequence, site, camera; one row ``all`` without groups):
+        the split's metrics over that group's images, so a team sees which group fails."""
+        return self.root / "per_group.csv"
+
+    @property
+    def per_group_plot(self) -> Path:
+        return self.root / "per_group.png"
+
+    @property
     def confusion_matrix(self) -> Path:
         return self.root / "confusion_matrix.png"
 
@@ -96,7 +108,8 @@ class EvaluatedSplit:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return (self.per_class, self.per_image, self.confusion_matrix, self.overlays_best, self.overlays_worst)
+        return (self.per_class, self.per_image, self.per_group, self.per_group_plot, self.confusion_matrix,
+                self.overlays_best, self.overlays_worst)  # fmt: skip
 
 
 class PathsConfig(_Section):
@@ -238,6 +251,88 @@ class NamesConfig(_Section):
         return self
 
 
+class GroupsConfig(_Section):
+    """Which images belong together (frames of one video; images of one patient, site, camera or day). validate
+    names the groups val or test share with train (``group_leak``), and ``data.val_split`` carves whole groups.
+    Both null: no groups (every image stands alone).
+
+    ``pattern`` is searched (``re.search``) in each sample's image file name: the name with its suffix and without
+    its folders (``0016E5_06390.png``; a mask without its image: the mask's name). What the named group ``group``
+    matches is the group (``^(?P<group>[^_]+)_`` takes the part before the first ``_``); a pattern without named
+    groups takes its whole match. A file the pattern does not match is a group of its own (its id): it is kept,
+    and validate's ``group_unmatched`` counts and names such files."""
+
+    pattern: str | None = None  # regex over the image file name; (?P<group>...) or else the whole match
+    column: str | None = None  # csv source: the column of data.csv.file holding each image's group
+
+    @model_validator(mode="after")
+    def _one_valid_rule(self) -> GroupsConfig:
+        if self.pattern is not None and self.column is not None:
+            raise ValueError("data.groups: give pattern (file names) or column (csv source), not both")
+        if self.pattern is not None:
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"data.groups.pattern {self.pattern!r} is not a valid regex: {exc}") from None
+            if compiled.groupindex and "group" not in compiled.groupindex:
+                named = ", ".join(compiled.groupindex)
+                raise ValueError(
+                    f"data.groups.pattern {self.pattern!r} names the group(s) {named} but not 'group'; "
+                    "name the part that is the group (?P<group>...)"
+                )
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.pattern is not None or self.column is not None
+
+
+class ValSplitConfig(_Section):
+    """A val split carved out of train by prepare, for data that ships without one. Each group (``by: group``;
+    an image without a group is its own) or each image (``by: image``) goes to val when a hash of (seed, group
+    or image id) falls below ``share``: the decision is per group, so adding images never moves earlier ones
+    and no group is in both splits. The price of that stability: val holds about ``share`` of the groups, not
+    exactly, and it is not stratified by class; prepare prints, per class, the train and val images that hold it,
+    and validate's ``classes_in_val`` names a class of train that val lacks (another seed draws another val)."""
+
+    share: float = Field(0.2, gt=0, lt=1)  # expected share of the train groups (by: image: images) moved to val
+    by: Literal["group", "image"] = "group"  # group: whole groups of data.groups | image: each image alone
+    seed: int = 0  # another seed, another val; the same seed keeps every image where it was
+
+
+def _names(value: Any, where: str) -> NamesConfig:
+    """One set of file names, its problems as one message naming each key (``data.names.train.image``)."""
+    try:
+        return NamesConfig.model_validate(value)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(map(str, (where, *error["loc"])))
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'; allowed keys here: image, mask, region")
+            else:
+                at = f"'{key}': " if key != "data.names" else ""  # the message already says where
+                problems.append(at + error["msg"].removeprefix("Value error, "))
+        raise ValueError("; ".join(problems)) from None
+
+
+def _names_form(value: Any) -> Any:
+    """``data.names`` in either form: one ``{image, mask, region}`` for every split, or a mapping split -> those
+    (where the file names carry the split: ``{train: {image: "{id}_training.tif"}, test: {...}}``)."""
+    if isinstance(value, NamesConfig):
+        return value
+    if value == {}:
+        return NamesConfig()  # every default, as before the per-split form
+    if not isinstance(value, dict):
+        raise ValueError("expected {image, mask, region} (file name templates), or split -> {image, mask, region}")
+    nested = [isinstance(v, dict | NamesConfig) for v in value.values()]
+    if all(nested):
+        return {str(split): _names(names, f"data.names.{split}") for split, names in value.items()}
+    if any(nested):
+        raise ValueError("give {image, mask, region} for every split, or split -> {image, mask, region}; not both")
+    return _names(value, "data.names")
+
+
 class MasksConfig(_Section):
     """How stored mask pixels become class ids. Neither table: the stored values are the ids (palette indices for
     palette PNGs). ``values``: a grey (or palette-index) value -> class table, e.g. ``{0: background, 255: road}``
@@ -313,17 +408,37 @@ class DataConfig(_Section):
     splits: dict[str, SplitDirs] | None = None  # folder source: split name -> image and mask folders
     classes: list[str] | None = None  # class names by id; null takes the source's or preset's
     ignore_index: int | None = None  # mask value left out of loss and metrics; null takes the default
-    names: NamesConfig = NamesConfig()  # folder source: image, mask and region file names
+    # folder source: image, mask and region file names; or a mapping split -> names, where the names carry the split
+    names: NamesConfig | dict[str, NamesConfig] = NamesConfig()
+    groups: GroupsConfig = GroupsConfig()  # which images belong together (a video, a patient, a site)
+    val_split: ValSplitConfig | None = None  # carve val out of train (data without a val split); null: off
     masks: MasksConfig = MasksConfig()  # folder source: stored mask values or colours -> classes
     builtin: BuiltinConfig = BuiltinConfig()
     digits: DigitsConfig = DigitsConfig()
     csv: CsvConfig = CsvConfig()
 
+    _names_form = field_validator("names", mode="before")(_names_form)
+
     @model_validator(mode="after")
     def _folder_needs_layout(self) -> DataConfig:
         if self.source == "folder" and self.preset is None and self.splits is None:
             raise ValueError("data.source 'folder' needs data.preset (camvid) or data.splits")
+        if self.groups.column is not None and self.source != "csv":
+            raise ValueError(
+                f"data.groups.column is for data.source csv (a column of data.csv.file), not '{self.source}'; "
+                "group files by their names with data.groups.pattern"
+            )
+        if isinstance(self.names, dict) and self.splits is not None:
+            unknown = sorted(set(self.names) - set(self.splits))
+            if unknown:
+                raise ValueError(
+                    f"data.names names split(s) {', '.join(unknown)} that data.splits lacks ({', '.join(self.splits)})"
+                )
         return self
+
+    def names_of(self, split: str) -> NamesConfig | None:
+        """The file names of one split: ``data.names``, or its entry for the split (None where it has none)."""
+        return self.names.get(split) if isinstance(self.names, dict) else self.names
 
 
 Severity = Literal["error", "warning"]

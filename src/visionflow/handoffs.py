@@ -43,6 +43,7 @@ from visionflow.errors import DataError, MissingInput
 
 __all__ = [
     "ERROR_COLUMNS",
+    "GROUP_COLUMNS",
     "AcceptedManifest",
     "CheckOutcome",
     "ClassWeights",
@@ -220,20 +221,23 @@ def count_columns(num_classes: int) -> list[str]:
     return [f"px_{c}" for c in range(num_classes)]
 
 
+# group: the image's group (data.groups: a video, a patient, a site; empty where no groups are configured);
+# group_from: where it came from: pattern | column | id (neither gave one, so the image is a group of its own)
+GROUP_COLUMNS = ("group", "group_from")
 ERROR_COLUMNS = ("path_error", "image_error", "mask_error", "label_error")  # filled where a file cannot be used
 # orientation: the EXIF orientation tag (1: as stored; 2-8 would mirror or rotate the image when shown)
 IMAGE_COLUMNS = ("width", "height", "channels", "mode", "bits", "brightness", "orientation", "sha256", "dhash")
 MASK_COLUMNS = ("mask_width", "mask_height", "mask_mode", "mask_bits", "mask_sha256", "region_sha256")
 INTEGER_COLUMNS = ("width", "height", "channels", "bits", "orientation", "mask_width", "mask_height", "mask_bits",
                    "px_ignore", "px_invalid", "label")  # fmt: skip
-_TEXT_COLUMNS = ("id", "split", "invalid_values", "sha256", "mask_sha256", "region_sha256", "dhash", "mode",
-                 "mask_mode", *ERROR_COLUMNS)  # fmt: skip
+_TEXT_COLUMNS = ("id", "split", *GROUP_COLUMNS, "invalid_values", "sha256", "mask_sha256", "region_sha256", "dhash",
+                 "mode", "mask_mode", *ERROR_COLUMNS)  # fmt: skip
 
 
 def manifest_columns(num_classes: int) -> list[str]:
     counts = [*count_columns(num_classes), "px_ignore", "px_invalid", "invalid_values"]
     paths = ["image_path", "mask_path", "region_path"]
-    return ["id", "split", *paths, "label", *IMAGE_COLUMNS, *MASK_COLUMNS, *counts, *ERROR_COLUMNS]
+    return ["id", "split", *GROUP_COLUMNS, *paths, "label", *IMAGE_COLUMNS, *MASK_COLUMNS, *counts, *ERROR_COLUMNS]
 
 
 def usable(frame: pd.DataFrame) -> pd.Series:
@@ -242,8 +246,9 @@ def usable(frame: pd.DataFrame) -> pd.Series:
 
 
 @dataclass(frozen=True, eq=False)
-class Manifest(_HandOff, schema=3, made_by="prepare", what="manifest", where="manifest"):  # 3: regions, EXIF
-    """One row per image: paths, split, size, content hashes of image and mask, pixels per class, read errors.
+class Manifest(_HandOff, schema=4, made_by="prepare", what="manifest", where="manifest"):  # 4: groups
+    """One row per image: paths, split, group, size, content hashes of image and mask, pixels per class, read
+    errors. ``split`` is the one record of where an image ended (a carved val included: data.val_split).
 
     Its schema is its columns: a file without :func:`manifest_columns`' fixed ones is of another schema. Images
     and masks are pinned by their sha256, so a stage that reads files under ``data.root`` through the manifest
@@ -430,7 +435,7 @@ class SampleWeights(_HandOff, schema=1, made_by="balance", what="sample weights"
 class ModelMeta(_HandOff, schema=2, made_by="train", what="model", where="weights"):
     """Everything about a trained model but its weights, stored beside them in ``model.pt``: how to rebuild it, its
     classes, and the preprocessing it expects, so that evaluation, registration, ``predict`` and the served model all
-    take an image to the model the one way training decided.
+    take an image to the model the one way training decided (:meth:`visionflow.inference.Inference.of` reads it).
     """
 
     task: str  # segmentation | classification

@@ -130,3 +130,50 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.decision,
     }
     assert {Path(p) for p in _dvc_paths()} == written
+
+
+def test_groups_pattern_must_compile_and_name_its_group(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.groups.pattern '\(\?P<group>\[\^_\]\+_' is not a valid regex"):
+        load_config(write(tmp_path, "data:\n  groups: {pattern: '(?P<group>[^_]+_'}\n"))
+    with pytest.raises(ConfigError, match=r"names the group\(s\) seq but not 'group'"):
+        load_config(write(tmp_path, "data:\n  groups: {pattern: '^(?P<seq>[^_]+)_'}\n"))
+    config = load_config(write(tmp_path, "data:\n  groups: {pattern: '^[^_]+'}\n"))
+    assert config.data.groups.pattern == "^[^_]+" and config.data.groups.configured, "no named group: the match"
+
+
+def test_groups_column_is_for_the_csv_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.groups.column is for data.source csv .* not 'folder'"):
+        load_config(write(tmp_path, "data:\n  source: folder\n  preset: camvid\n  groups: {column: patient}\n"))
+    with pytest.raises(ConfigError, match=r"give pattern .* or column .*, not both"):
+        load_config(write(tmp_path, "data:\n  source: csv\n  groups: {pattern: x, column: patient}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'data.groups.patern'; allowed keys here: column, pattern"):
+        load_config(write(tmp_path, "data:\n  groups: {patern: x}\n"))
+    config = load_config(write(tmp_path, "project: {task: classification}\ntrain: {loss: {ce: 1}}\n"
+                                         "data:\n  source: csv\n  groups: {column: patient}\n"))  # fmt: skip
+    assert config.data.groups.column == "patient"
+
+
+def test_names_take_one_form_or_one_per_split(tmp_path: Path) -> None:
+    one = load_config(write(tmp_path, "data:\n  names: {image: '{id}.jpg'}\n")).data
+    assert one.names_of("train") == one.names_of("test") and one.names_of("val").image == "{id}.jpg"
+    splits = "{train: {images: a, masks: b}, test: {images: c, masks: e}}"
+    layout = f"data:\n  source: folder\n  root: d\n  splits: {splits}\n"
+    per_split = load_config(write(tmp_path, layout + "  names: {train: {image: '{id}_training.tif'}, "
+                                  "test: {image: '{id}_test.tif'}}\n")).data  # fmt: skip
+    assert per_split.names_of("train").image == "{id}_training.tif" and per_split.names_of("val") is None
+    with pytest.raises(ConfigError, match=r"unknown key 'data.names.train.imge'; allowed keys here: image, mask"):
+        load_config(write(tmp_path, layout + "  names: {train: {imge: '{id}.tif'}, test: {}}\n"))
+    with pytest.raises(ConfigError, match=r"data.names names split\(s\) tset that data.splits lacks"):
+        load_config(write(tmp_path, layout + "  names: {train: {image: '{id}.tif'}, tset: {}}\n"))
+    with pytest.raises(ConfigError, match=r"'data.names.test': name template 'x'"):
+        load_config(write(tmp_path, layout + "  names: {train: {}, test: {mask: x}}\n"))
+
+
+def test_val_split_defaults_and_bounds(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "data: {}\n")).data.val_split is None, "off unless set"
+    spec = load_config(write(tmp_path, "data:\n  val_split: {share: 0.25}\n")).data.val_split
+    assert spec is not None and (spec.share, spec.by, spec.seed) == (0.25, "group", 0)
+    with pytest.raises(ConfigError, match=r"'data.val_split.by': Input should be 'group' or 'image'"):
+        load_config(write(tmp_path, "data:\n  val_split: {by: patient}\n"))
+    with pytest.raises(ConfigError, match=r"'data.val_split.share': Input should be less than 1"):
+        load_config(write(tmp_path, "data:\n  val_split: {share: 1}\n"))

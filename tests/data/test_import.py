@@ -276,3 +276,54 @@ def test_a_file_the_name_template_does_not_match_is_reported_not_skipped(workdir
     config = make_config(folder_params(root, **BINARY))
     manifest = prepare.run(config).rows.set_index("id")
     assert manifest.loc["notes", "image_error"] == "no image for this mask"
+
+
+def write_train_test_set(root: Path, train_ids: range, test_ids: range) -> None:
+    """A DRIVE-like folder: train and test only, the split in every file name (``{id}_training.tif`` in train,
+    ``{id}_test.tif`` in test), GIF masks ``{id}_manual1.gif`` of class ids."""
+    for split, ids, kind in (("training", train_ids, "training"), ("test", test_ids, "test")):
+        for folder in ("images", "1st_manual"):
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+        for index in ids:
+            image, labels = binary_sample(index)
+            Image.fromarray(image).save(root / split / "images" / f"{index:02d}_{kind}.tif")
+            Image.fromarray(labels).save(root / split / "1st_manual" / f"{index:02d}_manual1.gif")
+
+
+def train_test_params(root: Path) -> dict[str, Any]:
+    splits = {s: {"images": f"{folder}/images", "masks": f"{folder}/1st_manual"}
+              for s, folder in (("train", "training"), ("test", "test"))}  # fmt: skip
+    names = {s: {"image": f"{{id}}_{kind}.tif", "mask": "{id}_manual1.gif"}
+             for s, kind in (("train", "training"), ("test", "test"))}  # fmt: skip
+    return {"data.source": "folder", "data.root": str(root), "data.splits": splits, "data.names": names,
+            "data.classes": ["background", "vessel"], "data.val_split": {"share": 0.25, "by": "image"}}  # fmt: skip
+
+
+def test_a_train_and_test_folder_with_split_names_imports_with_val_carved(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = workdir / "drive"
+    write_train_test_set(root, range(20, 36), range(1, 5))
+    config = make_config(train_test_params(root))
+    first = prepare.run(config).rows.set_index("id")
+    assert first["mask_error"].isna().all() and first["image_error"].isna().all(), "names per split pair the files"
+    per_split = first["split"].value_counts().to_dict()
+    assert per_split["test"] == 4 and per_split["val"] >= 1 and per_split["train"] + per_split["val"] == 16
+    assert set(first.loc[first["split"] == "test"].index) == {"01", "02", "03", "04"}, "test is never carved"
+    out = capsys.readouterr().out
+    assert f"{per_split['val']} images to val" in out and "images holding each class, train / val" in out
+    summary = validate.run(config)
+    assert summary.success and config.validate_.required_splits == ["train", "val"]
+    # a new delivery: one more train image; every earlier image stays in its split
+    write_train_test_set(root, range(36, 37), range(0))
+    second = prepare.run(config).rows.set_index("id")
+    assert len(second) == 21 and second.loc[first.index, "split"].equals(first["split"])
+
+
+def test_names_per_split_must_cover_every_split(workdir: Path) -> None:
+    root = workdir / "drive"
+    write_train_test_set(root, range(20, 24), range(1, 3))
+    params = train_test_params(root)
+    params["data.names"] = {"train": params["data.names"]["train"]}
+    with pytest.raises(SourceError, match=r"data.names has no entry for split 'test'"):
+        prepare.run(make_config(params))

@@ -9,6 +9,7 @@ from PIL import Image
 
 from tests.conftest import make_config, write_pair
 from visionflow.config import Config
+from visionflow.data.groups import assign_groups
 from visionflow.data.manifest import build_manifest
 from visionflow.data.sources import PRESETS, collect_samples
 from visionflow.errors import SourceError
@@ -108,3 +109,30 @@ def test_two_files_with_one_stem_are_an_error(workdir: Path) -> None:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(workdir / "train" / "x.jpg")
     with pytest.raises(SourceError, match="two files hold the sample 'x'"):
         collect_samples(camvid_config(workdir))
+
+
+def test_a_csv_group_column_gives_groups_and_an_empty_cell_stands_alone(workdir: Path) -> None:
+    root = workdir / "scans"
+    root.mkdir()
+    table = "image,label,split,patient\na/1.png,x,train,p7\na/2.png,x,train,p7\nb/3.png,y,train,\nc/4.png,y,val,p9\n"
+    (root / "labels.csv").write_text(table)
+    config = make_config({"project.task": "classification", "train.loss": {"ce": 1}, "data.source": "csv",
+                          "data.root": str(root), "data.groups.column": "patient"})  # fmt: skip
+    samples, _ = collect_samples(config)
+    grouped = {s.id: (s.group, s.group_from) for s in assign_groups(samples, config.data.groups)}
+    assert grouped == {"a/1": ("p7", "column"), "a/2": ("p7", "column"), "b/3": ("b/3", "id"), "c/4": ("p9", "column")}
+    missing = make_config({"project.task": "classification", "train.loss": {"ce": 1}, "data.source": "csv",
+                           "data.root": str(root), "data.groups.column": "site"})  # fmt: skip
+    with pytest.raises(SourceError, match=r"no column\(s\) site \(see data.csv, data.groups.column\)"):
+        collect_samples(missing)
+
+
+def test_names_per_split_with_a_preset_must_name_its_splits(workdir: Path) -> None:
+    write_pair(workdir, ("train", "trainannot"), "a.png", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))
+    both = {"image": "{id}", "mask": "{id}"}
+    with pytest.raises(SourceError, match=r"data.names names split\(s\) trian; the splits are train, val, test"):
+        collect_samples(camvid_config(workdir, **{"data.names": {"train": both, "val": both, "trian": both}}))
+    with pytest.raises(SourceError, match=r"data.names has no entry for split 'val'"):
+        collect_samples(camvid_config(workdir, **{"data.names": {"train": both}}))
+    samples, _ = collect_samples(camvid_config(workdir, **{"data.names": {"train": both, "val": both}}))
+    assert [(s.split, s.id) for s in samples] == [("train", "a")], "the optional test split needs no names"

@@ -32,6 +32,11 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def errors(failures: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The error-severity failures of summary.json (tiny val splits also draw the classes_in_val warning)."""
+    return [f for f in failures if f["severity"] == "error"]
+
+
 def prepare_and_validate(config: Config) -> ValidationSummary:
     prepare.run(config)
     return validate.run(config)
@@ -68,7 +73,7 @@ def test_out_of_range_mask_value(workdir: Path, camvid_like: Callable[..., Path]
     with pytest.raises(DataValidationError, match=r"frame_002\.png"):
         prepare_and_validate(folder_config(root))
     failures = json.loads(folder_config(root).paths.validation_summary.read_text())["failures"]
-    assert failures == [
+    assert errors(failures) == [
         {
             "file": "cam/train/frame_002.png",
             "check": "mask_values",
@@ -87,7 +92,7 @@ def test_copy_across_splits_is_leakage(workdir: Path, camvid_like: Callable[...,
     with pytest.raises(DataValidationError) as err:
         prepare_and_validate(config)
     assert "cam/val/copy.png" in str(err.value) and "frame_000.png" not in str(err.value), "the train copy is kept"
-    (failure,) = json.loads(config.paths.validation_summary.read_text())["failures"]
+    (failure,) = errors(json.loads(config.paths.validation_summary.read_text())["failures"])
     assert failure["check"] == "exact_duplicate" and "cam/train/frame_000.png" in failure["value"]
 
 
@@ -98,7 +103,7 @@ def test_same_name_in_two_splits(workdir: Path, camvid_like: Callable[..., Path]
     config = folder_config(root)
     with pytest.raises(DataValidationError):
         prepare_and_validate(config)
-    checks = {f["check"] for f in json.loads(config.paths.validation_summary.read_text())["failures"]}
+    checks = {f["check"] for f in errors(json.loads(config.paths.validation_summary.read_text())["failures"])}
     assert checks == {"one_split"}
 
 
@@ -145,6 +150,16 @@ def test_class_share_bounds_warn(workdir: Path, camvid_like: Callable[..., Path]
     result = prepare_and_validate(config)
     assert result.success
     assert [(f.check, f.file, f.severity) for f in result.failures] == [("class_share", "background", "warning")]
+
+
+def test_a_class_of_train_that_val_lacks_is_named_as_a_warning(workdir: Path, camvid_like: Callable[..., Path]) -> None:
+    root = camvid_like(workdir / "cam", 8, 3)
+    for folder in ("val", "valannot"):
+        (root / folder / "frame_008.png").unlink()  # val's only picture of a star (and of a disc)
+    result = prepare_and_validate(folder_config(root))
+    assert result.success
+    missing = {f.file: f.value for f in result.failures if f.check == "classes_in_val"}
+    assert missing == {"disc": "train_images=3, val_images=0", "star": "train_images=2, val_images=0"}
 
 
 def test_severity_override_turns_a_warning_into_an_error(workdir: Path, camvid_like: Callable[..., Path]) -> None:

@@ -111,8 +111,10 @@ def _describe_label(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
 def _describe_row(ref: SampleRef, info: DatasetInfo) -> dict[str, Any]:
     """Everything the checks need about one sample; problems go to the error columns, never raise."""
     row: dict[str, Any] = {
-        "id": ref.name or (ref.image or ref.mask).stem,  # type: ignore[union-attr]
+        "id": ref.id,
         "split": ref.split,
+        "group": ref.group,
+        "group_from": ref.group_from,
         "image_path": _rel(ref.image),
         "mask_path": _rel(ref.mask),
         "region_path": _rel(ref.region),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionflow.config import Config, DataConfig, MasksConfig, SplitDirs, parse_colour
+from visionflow.config import Config, DataConfig, MasksConfig, NamesConfig, SplitDirs, parse_colour
 from visionflow.data import builtin, digits
 from visionflow.errors import SourceError
 from visionflow.handoffs import DatasetInfo, MaskCode
@@ -39,6 +39,15 @@ class SampleRef:
     name: str | None = None  # the row id where the file stem is not unique (class folders, CSV paths)
     region: Path | None = None  # segmentation: the region mask (zero: not scored), where the split has them
     region_expected: bool = False  # the split has a region folder: a sample without its region mask is reported
+    # data.groups: the group (a csv source's column value until visionflow.data.groups assigns every sample its
+    # group); None: no groups configured
+    group: str | None = None
+    group_from: str | None = None  # pattern | column | id (neither gave one: the sample is its own group)
+
+    @property
+    def id(self) -> str:
+        """The manifest's row id: the name, else the file stem."""
+        return self.name or (self.image or self.mask).stem  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)
@@ -146,10 +155,11 @@ def _folder_samples(data: DataConfig) -> tuple[list[SampleRef], DatasetInfo]:
     for split, dirs in splits.items():
         image_dir, mask_dir = root / dirs.images, root / dirs.masks
         if not image_dir.is_dir():
-            if preset and data.splits is None and split == "test":
-                continue  # the preset's test split is optional
+            optional = ("test", "val") if data.val_split is not None else ("test",)
+            if preset and data.splits is None and split in optional:
+                continue  # the preset's test split is optional, and its val where data.val_split carves one
             raise SourceError(f"split '{split}': image folder '{image_dir}' does not exist")
-        names = data.names
+        names = _names_of(data, split, splits)
         images = _images_in(image_dir, names.image)
         masks = _images_in(mask_dir, names.mask) if mask_dir.is_dir() else {}
         region_dir = None if dirs.regions is None else root / dirs.regions
@@ -164,6 +174,17 @@ def _folder_samples(data: DataConfig) -> tuple[list[SampleRef], DatasetInfo]:
         raise SourceError(f"data.root '{root}': no images found in {', '.join(splits)}")
     code = mask_code(data.masks, classes, ignore_index)
     return samples, DatasetInfo("folder", root.as_posix(), classes, ignore_index, masks=code)
+
+
+def _names_of(data: DataConfig, split: str, splits: dict[str, SplitDirs]) -> NamesConfig:
+    """The file names of one split; names given per split must cover every split read, and name no other."""
+    names = data.names_of(split)
+    if names is None:
+        raise SourceError(f"data.names has no entry for split '{split}'; give one for each of {', '.join(splits)}")
+    unknown = sorted(set(data.names) - set(splits)) if isinstance(data.names, dict) else []
+    if unknown:
+        raise SourceError(f"data.names names split(s) {', '.join(unknown)}; the splits are {', '.join(splits)}")
+    return names
 
 
 def _builtin_samples(config: Config) -> tuple[list[SampleRef], DatasetInfo]:
@@ -225,19 +246,25 @@ def _csv_samples(data: DataConfig) -> tuple[list[SampleRef], DatasetInfo]:
     if not table_path.is_file():
         raise SourceError(f"data.csv.file: '{table_path}' not found")
     table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
-    missing = [c for c in (spec.image, spec.label, spec.split) if c not in table.columns]
+    group_column = data.groups.column
+    wanted = (spec.image, spec.label, spec.split, *([group_column] if group_column else []))
+    missing = [c for c in wanted if c not in table.columns]
     if missing:
-        raise SourceError(
-            f"{table_path}: no column(s) {', '.join(missing)} (see data.csv); it has {', '.join(table.columns)}"
-        )
+        see = "data.csv" + (", data.groups.column" if group_column else "")
+        has = ", ".join(table.columns)
+        raise SourceError(f"{table_path}: no column(s) {', '.join(missing)} (see {see}); it has {has}")
+    groups = table[group_column] if group_column else pd.Series("", index=table.index)
     samples = [
         SampleRef(
             split,
             data.root / image,
             label=label or None,
             name=Path(image).with_suffix("").as_posix(),
+            group=group or None,
         )
-        for image, label, split in zip(table[spec.image], table[spec.label], table[spec.split], strict=True)
+        for image, label, split, group in zip(
+            table[spec.image], table[spec.label], table[spec.split], groups, strict=True
+        )
     ]
     if not samples:
         raise SourceError(f"{table_path}: no rows")

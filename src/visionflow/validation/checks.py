@@ -127,14 +127,18 @@ class CheckSpec:
     rule: Rule
     shows: tuple[str, ...]  # columns shown as the failing value
     task: Task | None = None  # the only task it applies to; None: both
+    # a column the check is about: empty throughout (no groups configured, no val split), the check has nothing
+    # to check (n/a) rather than passing
+    needs: str | None = None
 
     @property
     def reads(self) -> tuple[str, ...]:
-        """Every column of its frame the check needs: the rule's and the ones shown."""
-        return tuple(dict.fromkeys((*rule_columns(self.rule), *self.shows)))
+        """Every column of its frame the check needs: the rule's, the ones shown and the one it is about."""
+        return tuple(dict.fromkeys((*rule_columns(self.rule), *self.shows, *([self.needs] if self.needs else []))))
 
 
 _SEG: Task = "segmentation"
+_GIVEN = ("pattern", "column")  # manifest group_from values where data.groups gave the group (else: id)
 _NEAR = "no near copy (dHash distance <= {near_duplicate_distance})"
 
 CATALOGUE: tuple[CheckSpec, ...] = (
@@ -172,10 +176,18 @@ CATALOGUE: tuple[CheckSpec, ...] = (
               ("near_duplicate_of",)),
     CheckSpec("one_split", "rows", "error", "each image name in one split only", IsNull("same_name_as"),
               ("same_name_as", "split")),
+    CheckSpec("group_unmatched", "rows", "warning", "a group from data.groups (the pattern found in the file "
+              "name, or the csv column); else the image is a group of its own", InSet("group_from", _GIVEN),
+              ("group",), needs="group_from"),
     CheckSpec("splits_not_empty", "splits", "error", "at least one accepted image in each required split",
               Between("accepted_images", low=1), ("accepted_images",)),
+    CheckSpec("group_leak", "splits", "warning", "no group (data.groups: a video, a patient, a site) in both train "
+              "and this split", IsNull("shared_with_train"), ("shared_with_train",), needs="groups"),
     CheckSpec("classes_in_train", "classes", "error", "every class present in the train split",
               Between("train_pixels", low=1), ("train_pixels",)),
+    CheckSpec("classes_in_val", "classes", "warning", "every class of train also in val, where val scores it (a "
+              "carved val: another data.val_split.seed or share)", Between("val_images", low=1),
+              ("train_images", "val_images"), needs="val_images"),
     CheckSpec("class_share", "classes", "warning", "train pixel share within [{class_share.min}, {class_share.max}]",
               Between("train_share", low=Setting("class_share.min"), high=Setting("class_share.max")),
               ("train_share",)),
@@ -194,6 +206,7 @@ class Check:
     expected: str
     rule: Rule
     shows: tuple[str, ...]
+    needs: str | None = None  # see CheckSpec.needs
 
 
 def check_names() -> list[str]:
@@ -223,7 +236,8 @@ def _resolve(spec: CheckSpec, settings: ValidateConfig) -> Check:
     if isinstance(rule, Between):
         rule = Between(rule.column, _bound(rule.low, settings), _bound(rule.high, settings))
     expected = spec.expected.format(**dict(settings))  # "{class_share.min}" reads the nested section
-    return Check(spec.name, spec.frame, settings.severity.get(spec.name, severity), expected, rule, spec.shows)
+    severity = settings.severity.get(spec.name, severity)
+    return Check(spec.name, spec.frame, severity, expected, rule, spec.shows, spec.needs)
 
 
 def _bound(value: Bound, settings: ValidateConfig) -> float | None:

@@ -72,15 +72,21 @@ class DataDocsSuites:
         self.source = self.context.data_sources.add_pandas("visionflow")
 
     def run(self, name: str, frame: pd.DataFrame, checks: list[Check]) -> list[Verdict]:
-        """Judge ``frame`` by ``checks`` (all of one frame) in a checkpoint called ``name``; an empty frame or no
-        checks runs nothing, and every check's verdict is "nothing to check"."""
-        if frame.empty or not checks:
+        """Judge ``frame`` by ``checks`` (all of one frame) in a checkpoint called ``name``, verdicts in the
+        order of ``checks``. An empty frame runs nothing, and every check's verdict is "nothing to check"; so is a
+        check whose ``needs`` column is empty throughout (no groups configured, no val split)."""
+        active = [c for c in checks if c.needs is None or (c.needs in frame and frame[c.needs].notna().any())]
+        if frame.empty or not active:
             return [Verdict(check, None) for check in checks]
-        index = INDEX[checks[0].frame]
-        by_name = {check.name: check for check in checks}
-        outcome = self._checkpoint(name, checks, index).run(batch_parameters={"dataframe": frame})
+        index = INDEX[active[0].frame]
+        by_name = {check.name: check for check in active}
+        outcome = self._checkpoint(name, active, index).run(batch_parameters={"dataframe": frame})
         results = [result for run in outcome.run_results.values() for result in run.results]
-        return [_verdict(by_name[result.expectation_config.meta["check"]], result, index) for result in results]
+        judged = {}
+        for result in results:
+            check = by_name[result.expectation_config.meta["check"]]
+            judged[check.name] = _verdict(check, result, index)
+        return [judged.get(check.name, Verdict(check, None)) for check in checks]
 
     def _checkpoint(self, name: str, checks: list[Check], index: str) -> Any:
         gx = self._gx

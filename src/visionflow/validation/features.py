@@ -1,9 +1,9 @@
 """The frames the checks read, computed from the manifest. Pure pandas and numpy: the validate stage does the I/O.
 
 Each function builds what one frame of checks needs (:data:`visionflow.validation.checks.Frame`): the manifest rows
-with derived columns (duplicate groups, exact and near; smallest side; labelled pixels), the accepted images per
-required split, per-class statistics of the train split, and drift against the statistics of the last accepted
-dataset.
+with derived columns (duplicate groups, exact and near; smallest side; labelled pixels), the accepted images and
+groups per split (with the groups a split shares with train), per-class statistics of the train split (and the
+val images holding each class), and drift against the statistics of the last accepted dataset.
 """
 
 from __future__ import annotations
@@ -126,26 +126,67 @@ def as_loaded(accepted: pd.DataFrame, upright: bool) -> pd.DataFrame:
 
 
 def split_table(accepted: pd.DataFrame, required: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """One row per required split with its accepted images (a split the data lacks has 0)."""
+    """One row per required split and per split the data has (a required split it lacks has 0 images): accepted
+    images, distinct groups (null where no groups are configured) and, for a split other than train, the groups it
+    shares with train, biggest in train first (``group_leak``)."""
+    present = sorted(accepted["split"].dropna().unique(), key=lambda s: (SPLIT_ORDER.get(s, len(SPLIT_ORDER)), s))
+    splits = list(dict.fromkeys([*required, *present]))
     counts = accepted["split"].value_counts()
-    return pd.DataFrame({"split": list(required), "accepted_images": [int(counts.get(s, 0)) for s in required]})
+    grouped = bool(accepted["group"].notna().any())
+    by_split = accepted.groupby("split")["group"]
+    return pd.DataFrame(
+        {
+            "split": splits,
+            "accepted_images": [int(counts.get(s, 0)) for s in splits],
+            "groups": [float(by_split.nunique().get(s, 0)) if grouped else np.nan for s in splits],
+            "shared_with_train": [_shared_with_train(accepted, s) if grouped else None for s in splits],
+        }
+    )
+
+
+SHARED_LISTED = 5  # shared groups a split's group_leak names before "and N more"
+
+
+def _shared_with_train(accepted: pd.DataFrame, split: str) -> str | None:
+    """The groups ``split`` shares with train, with their images on both sides; None where it shares none."""
+    if split == "train":
+        return None
+    train = accepted.loc[accepted["split"] == "train", "group"].value_counts()
+    here = accepted.loc[accepted["split"] == split, "group"].value_counts()
+    shared = sorted(here.index.intersection(train.index), key=lambda g: (-train[g], g))
+    if not shared:
+        return None
+    named = [f"{g} ({train[g]} train images, {here[g]} {split})" for g in shared[:SHARED_LISTED]]
+    more = len(shared) - SHARED_LISTED
+    return ", ".join(named) + (f" and {more} more groups" if more > 0 else "")
 
 
 def class_table(accepted: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> pd.DataFrame:
-    """One row per class over the accepted train split: pixels, pixel share, images holding it."""
-    train = accepted[accepted["split"] == "train"]
-    counts = train[count_columns(len(classes))].to_numpy(dtype=np.int64) if len(train) else np.zeros((0, len(classes)))
-    pixels = counts.sum(axis=0)
+    """One row per class over the accepted train split: pixels, pixel share, images holding it; and the val images
+    holding it (``classes_in_val``; null for a class train lacks, or where there is no val split)."""
+    pixels_of = _class_counts(accepted, "train", len(classes))
+    pixels = pixels_of.sum(axis=0)
     total = pixels.sum()
+    train_images = (pixels_of > 0).sum(axis=0).astype(np.int64)
+    in_val = _class_counts(accepted, "val", len(classes))
+    val_images = (in_val > 0).sum(axis=0).astype(float)
+    val_images[(train_images == 0) | (len(in_val) == 0)] = np.nan
     return pd.DataFrame(
         {
             "class_id": range(len(classes)),
             "class": list(classes),
             "train_pixels": pixels.astype(np.int64),
             "train_share": pixels / total if total else np.zeros(len(classes)),
-            "train_images": (counts > 0).sum(axis=0).astype(np.int64),
+            "train_images": train_images,
+            "val_images": val_images,
         }
     )
+
+
+def _class_counts(accepted: pd.DataFrame, split: str, num_classes: int) -> np.ndarray:
+    """(images, classes) pixel counts of one split (classification: one-hot rows)."""
+    rows = accepted[accepted["split"] == split]
+    return rows[count_columns(num_classes)].to_numpy(dtype=np.int64) if len(rows) else np.zeros((0, num_classes))
 
 
 def dataset_statistics(accepted: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
