@@ -81,15 +81,20 @@ def plan_command(
     check: Annotated[
         bool, typer.Option("--check", help="exit 9 when plan.json was planned on another kind of machine")
     ] = False,
+    speed: Annotated[
+        float,
+        typer.Option("--speed", min=0.01, help="plan as for a machine this many times as fast; writes nothing"),
+    ] = 1.0,
 ) -> None:
     """Plan the train settings left at auto (input size and policy, batch, lr, epochs) for plan.budget_minutes.
 
     With --explain, print plan.json's decisions, each with its reason, without planning again. With --check, say
     whether plan.json still holds on this machine (DVC cannot see a move from CPU to GPU; the flows and
-    `python3 dev.py repro` plan again when it does not; with plain DVC, `dvc repro -f -s plan`).
+    `python3 dev.py repro` plan again when it does not; with plain DVC, `dvc repro -f -s plan`). With --speed 0.33,
+    print the plan for a machine a third as fast as this one (this machine's measurements scaled), writing nothing.
     """
     if not explain and not check:
-        _run_stage("plan", params)
+        _run_stage("plan", params, speed=speed)
         return
     config = _guarded("plan", lambda: load_config(params))
     if check:

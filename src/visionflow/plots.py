@@ -19,6 +19,7 @@ __all__ = [
     "plot_class_distribution",
     "plot_confusion_matrix",
     "plot_examples",
+    "plot_groups",
     "plot_overlays",
 ]
 
@@ -71,6 +72,28 @@ def plot_class_distribution(table: pd.DataFrame, path: Path, title: str) -> None
     ax.set_xlabel("share of train pixels (log)")
     ax.set_title(title)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_groups(table: pd.DataFrame, metric: str, path: Path, title: str) -> None:
+    """One bar per group (a sequence, site, camera): its ``metric`` with the number of images, worst at the top, and
+    the split's overall value as a line, so a failing group stands out."""
+    ranked = table.sort_values("score", kind="stable")
+    height = max(2.5, 0.35 * len(ranked) + 1.2)
+    fig, ax = plt.subplots(figsize=(7, height))
+    bars = ax.barh(ranked["group"].astype(str), ranked["score"].fillna(0), color="#4c72b0")
+    for bar, images in zip(bars, ranked["images"], strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {images} img", va="center", fontsize=8)
+    overall = table.attrs.get("overall")
+    if overall is not None:
+        ax.axvline(overall, color="#333333", linestyle="--", linewidth=1, label=f"all images: {overall:.3f}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel(metric)
+    ax.set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -223,3 +223,12 @@ def test_plan_compares_crops_with_the_resize_baseline_on_the_wires(tmp_path: Pat
                                 "0.02", "--set", "data.builtin.image_size=256")  # fmt: skip
     check_plan_report(report, printed, "resize", ["background", "plate", "wire", "rivet"])
     assert "policy: resize}" in report["other"]["plan"] and "plan.crops: false" in report["other"]["plan"]
+
+
+def test_passes_reports_val_miou_per_size_and_passes(tmp_path: Path) -> None:
+    report, printed = report_of("passes.py", tmp_path / "passes.json", "--images", "24", "--sizes", "32",
+                                "--passes", "1", "2")  # fmt: skip
+    arms = report["arms"]
+    assert [(a["size"], a["epochs"]) for a in arms] == [(32, 1), (32, 2)]
+    assert all(0 <= a["val_miou"] <= 1 and 1 <= a["best_epoch"] <= a["epochs"] for a in arms)
+    assert table_rows(printed, "| input |") == ["32x32", "32x32"]

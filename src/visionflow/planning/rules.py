@@ -1,26 +1,33 @@
 """The planner's rules: from the train split's fingerprint, the machine's measured speed and a wall-clock budget
-to the input size and policy, the batch, the learning rate, the epochs and the crop settings, each with its
+to the input scale and policy, the batch, the learning rate, the epochs and the crop settings, each with its
 reason in words. Pure functions over small records: the plan stage measures and writes, this decides.
 
-The rules (``../shared/PLANNING.md`` has the sources; each is to be checked by measurement):
+The rules (``../shared/PLANNING.md`` has the sources and the measurements; each is to be checked by measurement):
 
-1. **Scale floors.** For every class present in at least 1% of the train images, the scale at which its typical
-   object (the width half of its pixels reach, objects weighted by area: :mod:`~visionflow.planning.fingerprint`)
-   is ``w`` px wide; the largest of these is the floor for ``w`` (never above 1: nothing is enlarged). Whole
-   images shrink at most to the 8 px floor (``WHOLE_WIDTH_PX``: the stride-8 level still sees every class; below
-   it shrinking costs the thin ones). Crops may be cut from images shrunk further, down to the floor of the
-   decoder's finest stride, below which an object is lost: 2 px for the U-Net family (skips from stride 2 up to a
-   full-resolution head), 4 px for stride-4 heads (FPN, DeepLabV3+, Segformer, ...), 8 px otherwise
-   (:func:`finest_width`).
-2. **Whole image or crops.** The largest whole-image size between the 8 px floor and full resolution (each side a
-   multiple of 32, the median aspect) at which ``TARGET_EPOCHS`` fit the budget; where none does, crops of the
-   images shrunk to the finest-stride floor (the most passes over them the thinnest class allows; whole images at
-   scale 0.5 for 10 epochs beat scale 0.34 for 21 on the wires set), half the shrunk image's side
-   (no smaller than ``MIN_CROP``: context), scored by sliding windows at that scale, a third of them centred on a
-   rare class, and as many from each image an epoch as keep the val pass (every window of every val image)
-   within ``VAL_SHARE`` of the epoch while ``MIN_CROP_EPOCHS`` fit. (Measured on the wires set: one 128 px crop
-   per image an epoch left the val pass most of each epoch and lost to the resize baseline; two 512 px crops at
-   full resolution, 2.6 passes over the images in 10 minutes, still lost, undertrained.)
+1. **Scale floor.** For every class present in at least 1% of the train images, the scale at which its typical
+   width (the median local thickness over its pixels: :mod:`~visionflow.planning.fingerprint`) is as wide as
+   the decoder's finest stride resolves: 2 px for the U-Net family (skips from stride 2 up to a full-resolution
+   head), 4 px for stride-4 heads (FPN, DeepLabV3+, Segformer, ...), 8 px otherwise (:func:`finest_width`). The largest
+   of these is the floor, never above 1 (nothing is enlarged). One floor bounds whole images and crops alike: one
+   network sees one scale whichever way the pixels reach it.
+2. **Size: the scale from samples, then whole image or crops.** A ladder of scales (:func:`ladder`) from full
+   resolution down to the floor, each rung ``RUNG`` (2**-0.25: sides ~16% shorter, ~1.41x fewer pixels) below
+   the one above and the floor the last (or, where it is higher, the scale that leaves the median image's short
+   side ``MIN_CROP`` px: the stride-32 bottleneck keeps 4x4 cells, nnU-Net's bound; images already smaller stay at
+   full resolution); a rung's size is the median image's sides at its scale, rounded up to the stride; rungs that
+   round to the same size, or to fewer than ``MERGE`` times fewer pixels than the rung above, are merged. The
+   scale is the largest rung at which ``MIN_PASSES`` passes (one over the train images at the rung's size, then
+   one val pass) fit ``FILL`` of the budget; where none does, the smallest, with fewer passes (a note says so).
+   The cost is the same whatever the policy, so the scale does not depend on it, and, the cost model being
+   continuous and monotone in pixels (:meth:`Machine.seconds_per_image`), a faster machine or a longer budget
+   never lowers the scale, and a 10% change of either moves it at most one rung. At that scale the whole image
+   where it has at most ``WHOLE_MAX_PIXELS`` (padded or as it is at full resolution, else resized to the rung's
+   size); larger images are cut into crops, half the shrunk image's side (no smaller than ``MIN_CROP``: context),
+   scored by sliding windows at that scale, a third of them centred on a rare class, and as many from each image
+   an epoch as keep the val pass (every window of every val image) within ``VAL_SHARE`` of the epoch while
+   ``MIN_CROP_EPOCHS`` fit. (Measured on the wires set: one 128 px crop per image an epoch left the val pass most
+   of each epoch and lost to the resize baseline.) With crops off (``plan.crops: false``) the input is always the
+   whole image, and the ladder goes on below the floor down to 32 px sides.
 3. **Batch.** The smallest measured batch that reaches 90% of the best measured images per second at the planned
    size, clamped to [2, 5% of the train images].
 4. **Learning rate.** ``REFERENCE_LR`` at ``REFERENCE_BATCH``, scaled by the square root of the batch ratio
@@ -38,6 +45,7 @@ A value pinned in params is kept; the others are planned around it.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -52,14 +60,18 @@ from visionflow.windows import window_starts
 
 __all__ = [
     "FILL",
+    "MIN_PASSES",
     "PLANNED_KEYS",
     "UNMEASURED_KEYS",
     "Calibration",
     "Machine",
     "Rate",
+    "Rung",
     "batch_cap",
     "finest_width",
     "full_size",
+    "input_scale",
+    "ladder",
     "needs_measuring",
     "plan",
     "scale_floor",
@@ -69,13 +81,27 @@ __all__ = [
 FINEST_WIDTH_PX = {"Unet": 2, "UnetPlusPlus": 2, "MAnet": 2, "Linknet": 2, "FPN": 4, "DeepLabV3Plus": 4,
                    "PAN": 4, "UPerNet": 4, "Segformer": 4}  # fmt: skip  # rule 1: by the decoder's finest stride
 OTHER_WIDTH_PX = 8  # rule 1: decoders not listed (PSPNet, DeepLabV3: stride 8)
-WHOLE_WIDTH_PX = 8  # rule 1: whole images shrink while every common class stays this wide
 PRESENT_SHARE = 0.01  # rule 1: classes in at least this share of the train images bound the scale
-TARGET_EPOCHS = 20  # rule 2: the epochs a size must leave in the budget
-MIN_CROP = 128  # rule 2: the smallest crop side (context a crop must keep)
-VAL_SHARE = 0.25  # rule 2, crops: the share of an epoch its validation pass may take (at full resolution)
+RUNG = 2**-0.25  # rule 2: one rung of the ladder of scales: sides ~16% shorter, ~1.41x fewer pixels. A 10% change
+# of the budget moves the fitting scale ~5%: on 1024 px images that is 50 px, more than a 32 px grid's step
+MERGE = 1.2  # rule 2: a rung holds at least this many times fewer pixels than the one above, else it is merged
+# (rounding sides up to 32 can leave two rungs 9% apart, and a 10% change of speed could then move the scale past
+# both; 1.2x the pixels still costs over 10% more where cost grows as pixels**0.75, the CPU probes' slowest growth)
+# rule 2: the passes over the train images a scale must leave in the budget. A heuristic from few measurements, for
+# the lead to check by measurement: on CamVid full frames for 13 passes were undertrained (val loss still falling)
+# and 26 passes reached .617; passes past about 20-30 buy little while resolution down to the thin classes' limit
+# buys much (the wires set: whole images at scale 0.5 for 10 epochs beat scale 0.34 for 21, .653 vs .609)
+MIN_PASSES = 20
+# rule 2: whole images up to CamVid's full frame (whole frames at full resolution for 26 epochs measured .617 against
+# a hand-tuned .581); larger ones are cut into crops (the wires set at 480x480, 230k px: 224 px crops, 3 per image
+# an epoch, reached .715 against whole images' .591 at the same scale and budget)
+WHOLE_MAX_PIXELS = 384 * 480
+# rule 2: the smallest crop side (context a crop must keep), and the shortest side an image is shrunk to (with crops
+# on): the stride-32 bottleneck keeps 4x4 cells, nnU-Net's bound; images already smaller stay at full resolution
+MIN_CROP = 128
+VAL_SHARE = 0.25  # rule 2, crops: the share of an epoch its validation pass may take
 MIN_CROP_EPOCHS = 3  # rule 2, crops: the epochs the crops per image must leave in the budget
-FILL = 0.95  # rule 5: the share of the budget the planned epochs fill (the rest absorbs a busier host)
+FILL = 0.95  # rules 2 and 5: the share of the budget the planned passes fill (the rest absorbs a busier host)
 BATCH_SHARE = 0.9  # rule 3: the share of the peak images per second a batch must reach
 MAX_BATCH_SHARE = 0.05  # rule 3: a batch holds at most this share of the train images
 REFERENCE_LR, REFERENCE_BATCH = 3e-3, 16  # rule 4: AdamW, one-cycle, as tuned on the built-in data
@@ -108,15 +134,44 @@ class Machine:
     overhead: float = 1.0  # real epochs' time over the probe's (a Calibration's ratio): loading, augmenting, saving
 
     def seconds_per_image(self, height: int, width: int, batch: int | None = None) -> tuple[float, float]:
-        """(train, eval) seconds per image at this size: from the measurement nearest in pixels (at ``batch``, or
-        the best batch), scaled by the pixel ratio (convolution cost grows with the pixels)."""
+        """(train, eval) seconds per image at this size, continuous and non-decreasing in its pixels: log seconds
+        interpolated linearly in log pixels between the measured sizes (at ``batch`` where it was measured, else
+        each size's best batch), and proportional to the pixels beyond them (convolution cost grows with the
+        pixels). A measured size that cost less per image than a smaller one is raised to the smaller one's cost
+        (noise, or a device not yet busy), so that a smaller image never costs more."""
         pool = [r for r in self.rates if batch is None or r.batch == batch] or list(self.rates)
-        nearest = min(pool, key=lambda r: (abs(math.log(r.pixels / (height * width))), -r.train_images_per_second))
-        if batch is None:  # the best batch measured at that size
-            same = [r for r in pool if r.pixels == nearest.pixels]
-            nearest = max(same, key=lambda r: r.train_images_per_second)
-        ratio = self.overhead * height * width / nearest.pixels
-        return ratio / nearest.train_images_per_second, ratio / nearest.eval_images_per_second
+        best: dict[int, Rate] = {}
+        for r in pool:
+            if r.pixels not in best or r.train_images_per_second > best[r.pixels].train_images_per_second:
+                best[r.pixels] = r
+        pixels = sorted(best)
+        logs = [math.log(p) for p in pixels]
+        at = math.log(height * width)
+        train = _log_curve(logs, [-math.log(best[p].train_images_per_second) for p in pixels], at)
+        eval_ = _log_curve(logs, [-math.log(best[p].eval_images_per_second) for p in pixels], at)
+        return self.overhead * math.exp(train), self.overhead * math.exp(eval_)
+
+    def scaled(self, factor: float) -> Machine:
+        """This machine ``factor`` times as fast: every measured rate times ``factor`` (the overhead kept). For
+        what-ifs: the plan for a machine a third as fast is ``plan(data, machine.scaled(1 / 3), ...)``."""
+        rates = tuple(
+            replace(r, train_images_per_second=r.train_images_per_second * factor,
+                    eval_images_per_second=r.eval_images_per_second * factor)
+            for r in self.rates
+        )  # fmt: skip
+        return replace(self, kind=f"{self.kind} (x{factor:.3g} speed)", rates=rates)
+
+
+def _log_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """The piecewise-linear curve through (xs, ys) (xs ascending; ys raised to their running maximum, so the curve
+    never falls), with slope 1 beyond its ends, at ``x``."""
+    ys = [max(ys[: i + 1]) for i in range(len(ys))]
+    if x <= xs[0]:
+        return ys[0] + x - xs[0]
+    if x >= xs[-1]:
+        return ys[-1] + x - xs[-1]
+    i = bisect.bisect_right(xs, x) - 1
+    return ys[i] + (ys[i + 1] - ys[i]) * (x - xs[i]) / (xs[i + 1] - xs[i])
 
 
 @dataclass(frozen=True)
@@ -132,9 +187,36 @@ class Calibration:
         return dict(spec) == dict(self.input) and batch == self.batch
 
 
+@dataclass(frozen=True)
+class Rung:
+    """One step of rule 2's ladder: the scale the model sees the images at, and the median image's size there."""
+
+    scale: float  # the largest scale at which the median image fits ``size`` (at most 1; 6 decimals)
+    size: tuple[int, int]  # (height, width): the median image's sides at the rung's scale, rounded up to the stride
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+    def show(self) -> str:
+        return f"scale {self.scale:.2f} ({self.size[0]}x{self.size[1]})"
+
+
 def _side(value: float) -> int:
     """A side of the model's input: ``value`` rounded up to the encoder's stride, at least one stride."""
     return max(STRIDE, round_up(math.ceil(value - 1e-9)))
+
+
+def _median(data: DataPrint) -> tuple[float, float]:
+    return data.height[1], data.width[1]
+
+
+def _scale_of(size: Sequence[int], median: Sequence[float]) -> float:
+    """The largest scale (at most 1, 6 decimals) at which the median image fits ``size``: the scale a crop spec
+    carries, so that the shrunk image's limiting side lands on the stride (rounded up in the last decimal, so it is
+    never below the scale the size was made for)."""
+    fits = min(int(size[0]) / median[0], int(size[1]) / median[1])
+    return min(1.0, math.ceil(fits * 1e6 - 1e-6) / 1e6)
 
 
 def batch_cap(data: DataPrint) -> int:
@@ -153,8 +235,8 @@ def finest_width(arch: str) -> int:
 
 
 def scale_floor(data: DataPrint, finest: int = FINEST_WIDTH_PX["Unet"]) -> tuple[float, str]:
-    """Rule 1: the smallest scale that keeps every common class's typical object (the width half its pixels
-    reach) at least ``finest`` px wide, and why."""
+    """Rule 1: the smallest scale that keeps every common class's typical width (the median local thickness over
+    its pixels) at least ``finest`` px, and why."""
     bounds = [
         (finest / width, c, width)
         for c in data.classes
@@ -165,37 +247,73 @@ def scale_floor(data: DataPrint, finest: int = FINEST_WIDTH_PX["Unet"]) -> tuple
     need, bound, width = max(bounds, key=lambda b: b[0])
     if need >= 1:
         return 1.0, (
-            f"half of {bound.name}'s pixels lie in objects {width:.1f} px wide or less at full resolution (under "
+            f"half of {bound.name}'s pixels lie where it is {width:.1f} px thick or less at full resolution (under "
             f"{finest} px): no shrinking"
         )
     return need, (
-        f"{bound.name}'s typical object (half its pixels), {width:.1f} px wide, reaches {finest} px at scale "
-        f"{need:.2f}: the thinnest common class bounds the scale"
+        f"{bound.name}'s typical width (half its pixels lie where it is thinner), {width:.1f} px, reaches "
+        f"{finest} px at scale {need:.2f}: the thinnest common class bounds the scale"
     )
+
+
+def ladder(data: DataPrint, floor: float | None) -> tuple[Rung, ...]:
+    """Rule 2's candidate scales, largest first: full resolution, then each ``RUNG`` below the one above, down to
+    ``floor`` (the last rung), or without a floor (crops off) down to the scale that brings the median image's short
+    side to one stride. Rungs that round to the same size, or to fewer than ``MERGE`` times fewer pixels than the
+    rung above, are merged into it (the floor's rung is kept wherever its size differs). With a floor, no rung
+    shrinks the median image's short side below ``MIN_CROP`` either."""
+    median = _median(data)
+    bottom = min(1.0, STRIDE / min(median) if floor is None else max(floor, MIN_CROP / min(median)))
+    rungs: list[Rung] = []
+    step = 0
+    while True:
+        nominal = max(RUNG**step, bottom)
+        size = (_side(median[0] * nominal), _side(median[1] * nominal))
+        rung = Rung(_scale_of(size, median), size)
+        if not rungs or _steps_down(rung, rungs[-1], last=nominal == bottom):
+            rungs.append(rung)
+        if nominal <= bottom:
+            return tuple(rungs)
+        step += 1
+
+
+def _steps_down(rung: Rung, above: Rung, last: bool) -> bool:
+    """Whether ``rung`` is a step of its own below ``above``: a smaller scale and size, with MERGE times fewer
+    pixels (the last rung, the floor, needs only a smaller size)."""
+    smaller = rung.scale < above.scale and rung.size != above.size
+    return smaller and (last or rung.pixels * MERGE <= above.pixels)
+
+
+def input_scale(data: DataPrint, spec: Mapping[str, Any]) -> float:
+    """The scale a ``train.input`` spec trains at: a crop spec's ``scale``; for whole images, the largest scale at
+    which the median image fits its size (at most 1), as :func:`ladder` reports a rung's."""
+    if spec.get("policy") == "crop":
+        return float(spec.get("scale", 1.0))
+    return _scale_of(spec["size"], _median(data)) if spec.get("size") else 1.0
 
 
 def _passes(machine: Machine, images: int, size: Sequence[int], val_images: int, batch: int | None,
             full: Sequence[int] | None = None) -> tuple[float, float]:  # fmt: skip
     """(train, val) seconds of one epoch: the train images at ``size`` (one image or crop each), then val: whole
-    images at ``size``, or, with ``full`` (crops), every window of each full-size image."""
+    images at ``size``, or, with ``full`` (crops), every window of each image at that size."""
     train_s, eval_s = machine.seconds_per_image(int(size[0]), int(size[1]), batch)
     windows = 1 if full is None else math.prod(len(window_starts(int(f), int(w), OVERLAP))
                                                for f, w in zip(full, size, strict=True))  # fmt: skip
     return images * train_s, val_images * windows * eval_s
 
 
-def _shrunk(full: Sequence[int], scale: float) -> tuple[int, int]:
-    """The full-size image shrunk by ``scale`` (each side rounded up to the stride): what crops and windows are
-    cut from."""
-    return _side(full[0] * scale), _side(full[1] * scale)
+def _shrunk(median: Sequence[float], scale: float) -> tuple[int, int]:
+    """The median image shrunk by ``scale`` as training shrinks it (rounded), each side then rounded up to the
+    stride: what crops and windows are cut from."""
+    return round_up(max(1, round(median[0] * scale))), round_up(max(1, round(median[1] * scale)))
 
 
 def _epoch_seconds(machine: Machine, images: int, spec: Mapping[str, Any], val_images: int, batch: int | None,
-                   full: Sequence[int]) -> float:  # fmt: skip
+                   median: Sequence[float]) -> float:  # fmt: skip
     """One epoch at the ``train.input`` spec: its crops per image from each train image, then the val pass."""
     cropped = spec["policy"] == "crop"
-    windowed = _shrunk(full, float(spec.get("scale", 1.0))) if cropped else None
-    train, val = _passes(machine, images, spec["size"] or full, val_images, batch, windowed)
+    windowed = _shrunk(median, float(spec.get("scale", 1.0))) if cropped else None
+    train, val = _passes(machine, images, spec["size"] or _shrunk(median, 1.0), val_images, batch, windowed)
     return train * int(spec.get("crops_per_image", 1)) + val
 
 
@@ -215,17 +333,13 @@ def plan(
     always the whole image. ``finest``: the narrowest object the model resolves (:func:`finest_width`)."""
     pinned = dict(pinned or {})
     budget = budget_minutes * 60
-    median = (data.height[1], data.width[1])
+    median = _median(data)
     full = full_size(data)
-    floor, floor_reason = scale_floor(data, WHOLE_WIDTH_PX)
-    crop_floor, crop_reason = scale_floor(data, finest)
+    floor, floor_reason = scale_floor(data, finest)
     decisions: list[Decision] = []
-    notes = [
-        f"scale floor {floor:.2f} for whole images ({WHOLE_WIDTH_PX} px): {floor_reason}",
-        f"scale floor {crop_floor:.2f} for crops ({finest} px, the decoder's finest stride): {crop_reason}",
-    ]
+    bound, notes = _bound(data, (floor, floor_reason), finest, crops)
     if calibration is not None:
-        probed = _epoch_seconds(machine, data.images, calibration.input, val_images, calibration.batch, full)
+        probed = _epoch_seconds(machine, data.images, calibration.input, val_images, calibration.batch, median)
         machine = replace(machine, overhead=calibration.epoch_seconds / probed)
         notes.append(
             f"real epochs at {_show_input(calibration.input)}, batch {calibration.batch} took "
@@ -238,9 +352,10 @@ def plan(
         spec = dict(pinned["train.input"])
         decisions.append(Decision("train.input", spec, "", pinned=True))
     else:
-        spec, reason = _input(data, machine, budget, val_images, (floor, crop_floor), floor_reason, median, full,
-                              crops)  # fmt: skip
+        rungs = ladder(data, floor if crops else None)
+        spec, reason, rung_notes = _input(data, machine, budget, val_images, rungs, bound, crops)
         decisions.append(Decision("train.input", spec, reason))
+        notes += rung_notes
     size = tuple(spec["size"]) if spec.get("size") else full
     windowed = spec.get("policy") == "crop"
 
@@ -260,7 +375,7 @@ def plan(
         decisions.append(Decision("train.lr", *_lr(batch)))
 
     # rule 5: epochs
-    epoch = _epoch_seconds(machine, data.images, spec, val_images, batch, full)
+    epoch = _epoch_seconds(machine, data.images, spec, val_images, batch, median)
     startup, how = 0.0, "estimated"
     if calibration is not None and calibration.matches(spec, batch):
         epoch, how = calibration.epoch_seconds, "measured"
@@ -334,59 +449,86 @@ def _lr(batch: int) -> tuple[float, str]:
 _RARE_WHY = "a third of the crops centred on a rare class present (nnU-Net)"
 
 
-def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, floors: tuple[float, float],
-           floor_reason: str, median: tuple[float, float], full: tuple[int, int],
-           crops: bool) -> tuple[dict[str, Any], str]:  # fmt: skip
-    """Rule 2: the largest whole-image size between the (whole-image) floor and full resolution that leaves
-    TARGET_EPOCHS in the budget; else crops of the images shrunk to the crop floor (without ``crops``: whole
-    images below the floor, down to 32 px)."""
-    floor, crop_floor = floors
-    scale = 1.0
-    bound = f"{floor_reason.split(':')[0]} allows down to {floor:.2f}"
-    if not crops:
-        floor, bound = 0.0, "crops are off (plan.crops: false), so the scale floor does not bound it"
-    while True:
-        size = (_side(median[0] * scale), _side(median[1] * scale))
-        epoch = sum(_passes(machine, data.images, size, val_images, None))
-        if budget / epoch >= TARGET_EPOCHS:
-            if size == full:
-                return {"size": list(size), "policy": _whole_policy(median, full)}, (
-                    f"the whole image at full resolution ({size[0]}x{size[1]}) leaves {int(budget // epoch)} "
-                    f"epochs (>= {TARGET_EPOCHS}) in the budget"
-                )
-            return {"size": list(size), "policy": "resize"}, (
-                f"the largest whole-image size that leaves {TARGET_EPOCHS} epochs in the budget (scale "
-                f"{scale:.2f}; {bound})"
-            )
-        smaller = scale - 32 / max(median)
-        if smaller < floor - 1e-9 or min(median) * smaller < 32:
-            break
-        scale = smaller
-    if not crops:
-        return {"size": list(size), "policy": "resize"}, (
-            f"no whole-image size leaves {TARGET_EPOCHS} epochs in the budget and crops are off (plan.crops: "
-            f"false): the smallest, {size[0]}x{size[1]}"
-        )
-    # crops of the images shrunk to the floor: half the shrunk side (at least MIN_CROP), several an epoch
-    shrunk = _shrunk(full, crop_floor)
-    scale = round(max(shrunk) / max(full), 4) if crop_floor < 1 else 1.0  # the shrunk sides land on the stride
-    crop = tuple(min(side, max(MIN_CROP, side // 2 // STRIDE * STRIDE)) for side in shrunk)
-    at = "full resolution" if scale == 1 else f"scale {scale:g} ({shrunk[0]}x{shrunk[1]}, the crop floor)"
-    if crop[0] >= shrunk[0] and crop[1] >= shrunk[1]:  # no crop smaller than MIN_CROP cuts anything from these
-        return {"size": list(full), "policy": _whole_policy(median, full)}, (
-            f"no whole-image size from scale {floor:.2f} leaves {TARGET_EPOCHS} epochs in the budget, and the "
-            f"images at {at} are no larger than the smallest crop ({MIN_CROP} px): the whole image at full "
-            "resolution, fewer epochs"
-        )
-    per_image, share = _crops_per_image(machine, data.images, crop, val_images, shrunk, budget)
+def _input(data: DataPrint, machine: Machine, budget: float, val_images: int, rungs: Sequence[Rung],
+           bound: str, crops: bool) -> tuple[dict[str, Any], str, list[str]]:  # fmt: skip
+    """Rule 2: the scale (:func:`_rung`), then at it the whole image (up to WHOLE_MAX_PIXELS, or with crops off),
+    else crops. The spec, its reason, and notes for plan.md."""
+    at, reason, notes = _rung(data, machine, budget, val_images, rungs, bound)
+    rung, median = rungs[at], _median(data)
+    if not crops or rung.pixels <= WHOLE_MAX_PIXELS:
+        why = "crops are off" if not crops else f"at most {WHOLE_MAX_PIXELS:,} px: whole images beat crops there"
+        policy = _whole_policy(median, rung.size) if at == 0 else "resize"  # below full resolution: resized
+        sides = f"{rung.size[0]}x{rung.size[1]}"
+        how = f"resized to {sides}" if at else {"pad": "padded to the stride", "resize": "as it is"}[policy]
+        return {"size": list(rung.size), "policy": policy}, f"{reason}; the whole image, {how} ({why})", notes
+    # crops of the image shrunk to the rung: half its side (at least MIN_CROP), several an epoch
+    crop = tuple(min(side, max(MIN_CROP, side // 2 // STRIDE * STRIDE)) for side in rung.size)
+    per_image, share = _crops_per_image(machine, data.images, crop, val_images, rung.size, budget)
     spec: dict[str, Any] = {"size": list(crop), "policy": "crop", "crops_per_image": per_image}
-    if scale != 1:
-        spec["scale"] = scale
-    return spec, (
-        f"no whole-image size from scale {floor:.2f} ({floor_reason.split(':')[0]}) to full resolution leaves "
-        f"{TARGET_EPOCHS} epochs in the budget: {crop[0]}x{crop[1]} crops at {at}, half its side, scored by "
-        f"sliding windows; {per_image} from each image an epoch, so that validation takes {share:.0%} of it"
+    if rung.scale < 1:
+        spec["scale"] = rung.scale
+    reason += (
+        f"; {crop[0]}x{crop[1]} crops, half its side (over {WHOLE_MAX_PIXELS:,} px: crops beat whole images there), "
+        f"scored by sliding windows; {per_image} from each image an epoch, so that validation takes {share:.0%} of it"
     )
+    return spec, reason, notes
+
+
+def _rung(data: DataPrint, machine: Machine, budget: float, val_images: int, rungs: Sequence[Rung],
+          bound: str) -> tuple[int, str, list[str]]:  # fmt: skip
+    """Rule 2's scale: the largest rung at which MIN_PASSES passes (the train images at its size, then a val pass:
+    the same cost for whole images and crops) fit FILL of the budget, else the smallest. Its index, the reason, and
+    notes for plan.md: the ladder, what the next larger rung would cost."""
+    room = FILL * budget
+
+    def passes(rung: Rung) -> float:  # how many fit the budget
+        return room / sum(_passes(machine, data.images, rung.size, val_images, None))
+
+    found = next((i for i, r in enumerate(rungs) if passes(r) >= MIN_PASSES), None)
+    at = len(rungs) - 1 if found is None else found
+    rung = rungs[at]
+    passes_wanted = f"{MIN_PASSES} passes (train images, then val) fit in {FILL:.0%} of the budget"
+    if found is None and len(rungs) == 1:
+        chose = f"{rung.show()}, the only step, leaves {passes(rung):.1f} passes, fewer than {MIN_PASSES}"
+    elif found is None:
+        chose = f"at no step down to it do {passes_wanted}: the smallest, {rung.show()}, {passes(rung):.1f} passes"
+    elif len(rungs) == 1:
+        chose = f"{rung.show()}, the only step, where {passes_wanted}: {passes(rung):.1f} fit"
+    else:
+        chose = (f"{rung.show()} is the largest of {len(rungs)} steps down to it (each side ~16% shorter a step) "
+                 f"at which {passes_wanted}: {passes(rung):.1f} fit")  # fmt: skip
+    notes = ["the ladder of scales: " + ", ".join(f"{r.scale:.2f} ({r.size[0]}x{r.size[1]})" for r in rungs)]
+    if at == 0:
+        notes.append("the chosen scale is full resolution: no larger step")
+    else:
+        up = rungs[at - 1]
+        notes.append(
+            f"{up.show()}, the next step up, would need {MIN_PASSES * room / passes(up) / 60:.1f} min for "
+            f"{MIN_PASSES} passes; {passes(up):.1f} fit in {FILL:.0%} of this budget"
+        )
+    if found is None:
+        notes.append(
+            f"even the smallest step, {rung.show()}, leaves only {passes(rung):.1f} passes in {FILL:.0%} of the "
+            f"budget, fewer than the {MIN_PASSES} wanted: a longer budget or a faster machine would train it better"
+        )
+    return at, f"{bound}; {chose}", notes
+
+
+def _bound(data: DataPrint, floor: tuple[float, str], finest: int, crops: bool) -> tuple[str, list[str]]:
+    """What bounds the ladder from below, in words for the input's reason, and the notes for plan.md: the scale
+    floor (rule 1), the short side's MIN_CROP where that is higher, or with crops off 32 px sides."""
+    scale, why = floor
+    notes = [f"scale floor {scale:.2f} ({finest} px, the decoder's finest stride): {why}"]
+    if not crops:
+        notes[0] += f"; crops are off (plan.crops: false), so the scale may go below it, down to {STRIDE} px sides"
+        return f"no floor: crops are off (plan.crops: false), so the scale may go down to {STRIDE} px sides", notes
+    bound, short = f"floor: {why.split(':')[0]}", min(_median(data))
+    if MIN_CROP / short > scale:
+        at = "full resolution only" if short <= MIN_CROP else f"down to scale {MIN_CROP / short:.2f}"
+        notes.append(f"the images' short side stays at least {MIN_CROP} px (a 4x4 bottleneck at stride 32, as "
+                     f"nnU-Net bounds it): {at}")  # fmt: skip
+        bound += f"; {notes[-1]}"
+    return bound, notes
 
 
 def _crops_per_image(machine: Machine, images: int, crop: Sequence[int], val_images: int, full: Sequence[int],

@@ -5,12 +5,15 @@ Images reach the model as its metadata says (the input size, policy and normalis
 is scored at each mask's original resolution, binary models with the threshold stored with them. The splits are
 scored apart and nothing here feeds back into a choice: train picked the best epoch and the threshold on val, so
 the test figures are the unbiased ones. metrics.json holds both splits; each split's folder holds per_class.csv,
-per_image.csv (each image's scores, and for classification its actual and predicted class: for comparing models
-image by image), a normalised confusion matrix and best/worst panels.
+per_image.csv (each image's scores and group, and for classification its actual and predicted class: for
+comparing models image by image), per_group.csv and per_group.png (the metrics over each group of images that
+``data.groups`` defines: which sequence, site or camera fails; one row ``all`` without groups), a normalised
+confusion matrix and best/worst panels.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 
@@ -19,16 +22,16 @@ import pandas as pd
 import torch
 
 from visionflow import tracking
-from visionflow.config import EVAL_SPLITS, Config, EvaluatedSplit, InputConfig
+from visionflow.config import EVAL_SPLITS, Config, EvaluatedSplit
 from visionflow.data.dataset import ImageDataset
 from visionflow.data.loading import make_dataset, make_loader
-from visionflow.engine import Runtime, evaluate, resolve_device, resolve_precision
+from visionflow.engine import Runtime, resolve_device
 from visionflow.errors import MissingInput
 from visionflow.handoffs import AcceptedManifest, DatasetInfo, EvaluationMetrics, ModelMeta, TrainingRun
-from visionflow.metrics import absent_classes, per_class_table, per_image_scores, task_metrics
+from visionflow.inference import Inference
+from visionflow.metrics import absent_classes, confusion_matrix, image_scores, per_class_table, task_metrics
 from visionflow.models import load_model
-from visionflow.plots import plot_confusion_matrix, plot_examples, plot_overlays
-from visionflow.windows import Windows
+from visionflow.plots import plot_confusion_matrix, plot_examples, plot_groups, plot_overlays
 
 __all__ = ["run"]
 
@@ -45,6 +48,7 @@ class _Collector:
         self.task, self.num_classes, self.ignore_index = task, num_classes, ignore_index
         self.predictions: list[np.ndarray] = []  # segmentation masks, for the overlay panels
         self.rows: list[dict[str, float]] = []
+        self.confusions: list[np.ndarray] = []  # per image (segmentation): summed per group of images
 
     def __call__(self, preds: list[torch.Tensor], targets: list[torch.Tensor], logits: list[torch.Tensor]) -> None:
         if self.task == "classification":
@@ -53,7 +57,10 @@ class _Collector:
                 self.rows.append({"label": int(target), "predicted": int(pred), "confidence": confidence})
             return
         self.predictions.extend(p.to(torch.uint8).numpy() for p in preds)
-        self.rows.extend(per_image_scores(preds, targets, self.num_classes, self.ignore_index))
+        for pred, target in zip(preds, targets, strict=True):
+            confusion = confusion_matrix(pred, target, self.num_classes, self.ignore_index).numpy()
+            self.confusions.append(confusion)
+            self.rows.append(image_scores(confusion))
 
 
 def _segmentation_panels(
@@ -113,10 +120,8 @@ def _load(config: Config, info: DatasetInfo) -> tuple[torch.nn.Module, ModelMeta
             f"{ModelMeta.path(config.paths)} is a {meta.task} model of classes {list(meta.classes)}; the data is "
             f"{info.task} with classes {list(info.classes)}; run `dvc repro train` to retrain"
         )
-    device = resolve_device(config.train.device)
-    runtime = Runtime(
-        device, config.train.channels_last, resolve_precision(config.train.precision, device), meta.mean, meta.std
-    )
+    train = config.train
+    runtime = Inference.of(meta).runtime(resolve_device(train.device), train.channels_last, train.precision)
     return runtime.prepare(model), meta, runtime
 
 
@@ -124,16 +129,52 @@ def _per_image_table(task: str, collected: _Collector, dataset: ImageDataset, ro
                      classes: tuple[str, ...]) -> pd.DataFrame:  # fmt: skip
     """One row per image: segmentation scores; or the actual and predicted class, whether they agree, and the
     confidence."""
-    table = pd.DataFrame(collected.rows).assign(id=dataset.ids, image_path=rows["image_path"].tolist())
+    table = pd.DataFrame(collected.rows).assign(
+        id=dataset.ids, image_path=rows["image_path"].tolist(), group=_groups(rows)
+    )
     if task == "segmentation":
-        return table[["id", "image_path", "miou", "pixel_accuracy"]]
+        return table[["id", "image_path", "group", "miou", "pixel_accuracy"]]
     names = np.array(classes)
     table = table.assign(
         actual=names[table["label"]],
         predicted=names[table["predicted"]],
         correct=(table["label"] == table["predicted"]).astype(int),
     )
-    return table[["id", "image_path", "actual", "predicted", "correct", "confidence"]]
+    return table[["id", "image_path", "group", "actual", "predicted", "correct", "confidence"]]
+
+
+NO_GROUP = "all"  # the one group of a split whose data has no groups (data.groups unset)
+
+
+def _groups(rows: pd.DataFrame) -> list[str]:
+    """Each row's group (the manifest's, from data.groups), or :data:`NO_GROUP` where the data has none."""
+    if "group" not in rows or rows["group"].isna().all():
+        return [NO_GROUP] * len(rows)
+    return rows["group"].fillna(rows["id"]).astype(str).tolist()
+
+
+def _per_group(task: str, collected: _Collector, per_image: pd.DataFrame, classes: tuple[str, ...],
+               overall: float) -> pd.DataFrame:  # fmt: skip
+    """One row per group: its images and the task's metrics over them (segmentation: from the group's summed
+    confusion matrix, as the split's own mIoU is; classification: from its labels), ``score`` the headline."""
+    out = []
+    for group, members in per_image.groupby("group", sort=True).groups.items():
+        members = list(members)
+        if task == "segmentation":
+            metrics = task_metrics(task, np.sum([collected.confusions[i] for i in members], axis=0), classes)
+            row = {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
+                   "mean_image_miou": float(per_image.loc[members, "miou"].mean())}  # fmt: skip
+            score = metrics["miou"]
+        else:
+            picked = [collected.rows[i] for i in members]
+            labels = torch.tensor([r["label"] for r in picked])
+            predicted = torch.tensor([r["predicted"] for r in picked])
+            metrics = task_metrics(task, confusion_matrix(predicted, labels, len(classes), -100), classes)
+            row, score = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}, metrics["accuracy"]
+        out.append({"group": str(group), "images": len(members), "score": score, **row})
+    table = pd.DataFrame(out).round(6)
+    table.attrs["overall"] = overall
+    return table
 
 
 @dataclass(frozen=True)
@@ -144,6 +185,7 @@ class _Scored:
     absent: tuple[str, ...]
     images: int
     headline: str
+    groups: pd.DataFrame  # per_group.csv's rows
 
 
 def _fresh_folder(files: EvaluatedSplit) -> EvaluatedSplit:
@@ -158,28 +200,22 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
     """Score one split and write its folder: tables, confusion matrix, best/worst panels."""
     task = meta.task
     files = _fresh_folder(config.paths.evaluated(split))
-    dataset = make_dataset(config, info, rows, InputConfig(size=meta.input_size, policy=meta.input_policy), False)
-    threshold = 0.5 if meta.threshold is None else meta.threshold
+    inference = Inference.of(meta)
+    dataset = make_dataset(config, info, rows, inference.input, False)
     collected = _Collector(task, len(info.classes), info.ignore_index)
-    result = evaluate(
-        model,
-        make_loader(dataset, config.evaluate.batch_size),
-        None,
-        len(info.classes),
-        info.ignore_index,
-        runtime,
-        meta.input_policy,
-        threshold,
-        on_batch=collected,
-        windows=Windows.of(meta.input_policy, meta.input_size, meta.overlap, meta.flip, meta.scale),
-    )
+    loader = make_loader(dataset, config.evaluate.batch_size)
+    result = inference.evaluate(model, loader, runtime, len(info.classes), info.ignore_index, on_batch=collected)
     metrics = task_metrics(task, result.confusion, info.classes)
     metrics["images_per_second"] = result.images_per_second
     if meta.threshold is not None:
-        metrics["threshold"] = threshold
+        metrics["threshold"] = inference.threshold
     pd.DataFrame(per_class_table(result.confusion, info.classes)).to_csv(files.per_class, index=False)
     per_image = _per_image_table(task, collected, dataset, rows, info.classes)
     per_image.to_csv(files.per_image, index=False)
+    primary = "miou" if task == "segmentation" else "accuracy"  # the headline, as below
+    groups = _per_group(task, collected, per_image, info.classes, metrics[primary])
+    groups.to_csv(files.per_group, index=False)
+    plot_groups(groups, primary, files.per_group_plot, title=f"{split}: {primary} per group of images")
     if task == "classification":
         _classification_panels(config, files, dataset, per_image)
         headline = f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
@@ -187,7 +223,7 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
         _segmentation_panels(config, files, dataset, collected, per_image, info)
         headline = f"mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}"
     plot_confusion_matrix(result.confusion.numpy(), info.classes, files.confusion_matrix, title=f"{split}: {headline}")
-    return _Scored(metrics, tuple(absent_classes(result.confusion, info.classes)), len(rows), headline)
+    return _Scored(metrics, tuple(absent_classes(result.confusion, info.classes)), len(rows), headline, groups)
 
 
 def run(config: Config) -> EvaluationMetrics:
@@ -215,12 +251,14 @@ def run(config: Config) -> EvaluationMetrics:
     with tracking.open_run(config, training_run):
         for split, s in scored.items():
             tracking.log_metrics({f"{split}_{k}": v for k, v in s.metrics.items()})
+            tracking.log_metrics(_group_metrics(split, s.groups))
             for path in paths.evaluated(split).files:
                 tracking.log_artifact(path, f"evaluation/{split}")
         tracking.log_artifact(paths.metrics, "evaluation")
     for split, s in scored.items():
         print(f"evaluate: {split} {s.headline} on {s.images} images")
         _print_per_class(meta.task, s.metrics, info.classes)
+        _print_groups(s.groups)
     print(f"evaluate: -> {paths.metrics}, {', '.join(str(paths.evaluated(split).root) for split in scored)}")
     return report
 
@@ -230,3 +268,23 @@ def _print_per_class(task: str, metrics: dict[str, float], classes: tuple[str, .
     for name in classes:
         value = metrics[f"{key}_{name}"]
         print(f"  {name:<14} {key.upper():<3} {'absent' if value != value else f'{value:.4f}'}")
+
+
+_UNSAFE = re.compile(r"[^\w\-. /]")  # what an MLflow metric name may not hold
+
+
+def _group_metrics(split: str, groups: pd.DataFrame) -> dict[str, float]:
+    """``val_group_score_<group>`` per group (the headline: mIoU or accuracy), where the data has groups (the name
+    made safe for MLflow)."""
+    if list(groups["group"]) == [NO_GROUP]:
+        return {}
+    return {f"{split}_group_score_{_UNSAFE.sub('_', g)}": v
+            for g, v in zip(groups["group"], groups["score"], strict=True) if v == v}  # fmt: skip
+
+
+def _print_groups(groups: pd.DataFrame) -> None:
+    if list(groups["group"]) == [NO_GROUP]:
+        return
+    print("  per group (score, images):")
+    for row in groups.sort_values("score", kind="stable").itertuples():
+        print(f"  {row.group:<14} {row.score:.4f}  {row.images}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from visionflow.config import PLANNED, Config
 from visionflow.data.dataset import DecodedCache
 from visionflow.data.transforms import round_up
-from visionflow.engine import Runtime, resolve_device, resolve_precision
+from visionflow.engine import Runtime
 from visionflow.errors import ConfigError
 from visionflow.handoffs import AcceptedManifest, DatasetInfo, PlanFile
 from visionflow.planning.fingerprint import DataPrint, fingerprint
@@ -43,7 +44,7 @@ from visionflow.planning.rules import (
     plan,
     unmeasured,
 )
-from visionflow.stages.train import time_epochs
+from visionflow.training import setup_runtime, time_epochs
 
 __all__ = ["run", "stale"]
 
@@ -132,25 +133,23 @@ def _calibrate(config: Config, made: PlanFile, kind: str, manifest: AcceptedMani
     return Calibration(spec, batch, kept["first_seconds"], kept["epoch_seconds"])
 
 
-def _runtime(config: Config) -> Runtime:
-    device = resolve_device(config.train.device)
-    return Runtime(device, config.train.channels_last, resolve_precision(config.train.precision, device))
-
-
 def stale(config: Config, root: Path = Path(".")) -> str | None:
     """Why the plan in ``root`` no longer holds here (DVC cannot see the machine change): it was measured on
     another kind of machine than this one, and params leave keys to it. None where it holds, or there is none."""
     made = PlanFile.load_or_none(root / config.paths.plan_file)
     if made is None or not config.auto_keys or made.machine.startswith("not measured"):
         return None
-    runtime = _runtime(config)
+    runtime = setup_runtime(config.train)
     kind = machine_kind(runtime.device, runtime.precision)
     if made.machine == kind:
         return None
     return f"{config.paths.plan_file} was planned on '{made.machine}'; this machine is '{kind}'"
 
 
-def run(config: Config) -> PlanFile:
+def run(config: Config, speed: float = 1.0) -> PlanFile:
+    """Plan, write plan.json and plan.md, and print the table. With ``speed`` other than 1, plan as for a machine
+    ``speed`` times as fast as this one (its measured rates and calibrated epochs scaled) and write nothing: what a
+    slower or faster machine would train, with the reasons."""
     paths = config.paths
     info = DatasetInfo.read(paths)
     manifest = AcceptedManifest.read(paths)
@@ -165,23 +164,39 @@ def run(config: Config) -> PlanFile:
         model = f"{config.model.arch}-{config.model.encoder}" if not classifier else config.model.arch
         made = unmeasured(pinned, config.auto_keys, model, config.plan.budget_minutes)  # names what it is for
     else:
-        rows = manifest.split("train")
-        cache = DecodedCache.open(rows, paths.cache, info)
-        masks = (np.asarray(cache.mask(i)) for i in tqdm(range(len(cache)), desc="fingerprint", unit="img"))
-        data = fingerprint(masks, info.classes, info.ignore_index)
-        machine = _machine(config, data, _runtime(config))
-        val_images = manifest.per_split.get("val", 0)
-        budget, crops, finest = config.plan.budget_minutes, config.plan.crops, finest_width(config.model.arch)
-        made = plan(data, machine, budget, val_images, pinned, crops=crops, finest=finest)
-        for _ in range(MAX_CALIBRATIONS):  # time the planned settings until the plan stays where it was timed
-            calibration = _calibrate(config, made, machine.kind, manifest)
-            made = plan(data, machine, budget, val_images, pinned, calibration, crops, finest)
-            if calibration.matches(made.value("train.input"), int(made.value("train.batch_size"))):
-                break
-    made.write(paths)
-    paths.plan_report.write_text(made.report(), encoding="utf-8")
-    print(f"plan: {paths.plan_file} ({made.machine}, budget {made.budget_minutes:g} min)")
+        made = _measured_plan(config, info, manifest, pinned, speed)
+    if speed == 1:
+        made.write(paths)
+        paths.plan_report.write_text(made.report(), encoding="utf-8")
+        print(f"plan: {paths.plan_file} ({made.machine}, budget {made.budget_minutes:g} min)")
+    else:
+        print(f"plan: as for a machine {speed:g}x as fast as this one ({made.machine}); nothing written")
     print(made.table())
     for note in made.notes:
         print(f"  - {note}")
+    return made
+
+
+def _measured_plan(config: Config, info: DatasetInfo, manifest: AcceptedManifest, pinned: dict[str, Any],
+                   speed: float) -> PlanFile:  # fmt: skip
+    """The plan from the train split's fingerprint and this machine's measured speed, the planned settings timed by
+    real epochs until the plan stays where it was timed; then, for ``speed`` != 1, planned again with every
+    measured time divided by ``speed``."""
+    rows = manifest.split("train")
+    cache = DecodedCache.open(rows, config.paths.cache, info)
+    masks = (np.asarray(cache.mask(i)) for i in tqdm(range(len(cache)), desc="fingerprint", unit="img"))
+    data = fingerprint(masks, info.classes, info.ignore_index)
+    machine = _machine(config, data, setup_runtime(config.train))
+    val_images = manifest.per_split.get("val", 0)
+    budget, crops, finest = config.plan.budget_minutes, config.plan.crops, finest_width(config.model.arch)
+    made = plan(data, machine, budget, val_images, pinned, crops=crops, finest=finest)
+    for _ in range(MAX_CALIBRATIONS):  # time the planned settings until the plan stays where it was timed
+        calibration = _calibrate(config, made, machine.kind, manifest)
+        made = plan(data, machine, budget, val_images, pinned, calibration, crops, finest)
+        if calibration.matches(made.value("train.input"), int(made.value("train.batch_size"))):
+            break
+    if speed != 1:  # the real epochs' overhead over the probe stays; every time shrinks or grows by the speed
+        timed = replace(calibration, first_seconds=calibration.first_seconds / speed,
+                        epoch_seconds=calibration.epoch_seconds / speed)  # fmt: skip
+        made = plan(data, machine.scaled(speed), budget, val_images, pinned, timed, crops, finest)
     return made
