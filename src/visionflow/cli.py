@@ -83,7 +83,7 @@ def plan_command(
     ] = False,
     speed: Annotated[
         float,
-        typer.Option("--speed", min=0.01, help="plan as for a machine this many times as fast; writes nothing"),
+        typer.Option("--speed", min=0.01, help="plan as for a machine this many times as fast; writes no plan"),
     ] = 1.0,
 ) -> None:
     """Plan the train settings left at auto (input size and policy, batch, lr, epochs) for plan.budget_minutes.
@@ -93,6 +93,9 @@ def plan_command(
     `python3 dev.py repro` plan again when it does not; with plain DVC, `dvc repro -f -s plan`). With --speed 0.33,
     print the plan for a machine a third as fast as this one (this machine's measurements scaled), writing nothing.
     """
+    if speed != 1 and (explain or check):
+        typer.echo("error: plan: --speed plans a what-if; it goes without --explain and --check", err=True)
+        raise typer.Exit(code=2)
     if not explain and not check:
         _run_stage("plan", params, speed=speed)
         return

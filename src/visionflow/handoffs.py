@@ -262,6 +262,8 @@ class Manifest(_HandOff, schema=4, made_by="prepare", what="manifest", where="ma
         if not path.is_file():
             raise _missing(path, cls.what, cls.made_by)
         rows = pd.read_csv(path, dtype=dict.fromkeys(_TEXT_COLUMNS, str), keep_default_na=True)
+        names = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c in GROUP_COLUMNS)
+        rows[names.columns] = names.replace("", np.nan)  # a group named NA, None or null stays a name: empty is none
         absent = [c for c in manifest_columns(0) if c not in rows.columns]
         if absent:
             raise _other_schema(path, cls.what, f"without {', '.join(absent)}", cls.schema, cls.made_by)

@@ -78,7 +78,7 @@ def plot_class_distribution(table: pd.DataFrame, path: Path, title: str) -> None
     plt.close(fig)
 
 
-def plot_groups(table: pd.DataFrame, metric: str, path: Path, title: str) -> None:
+def plot_groups(table: pd.DataFrame, metric: str, path: Path, title: str, overall: float | None = None) -> None:
     """One bar per group (a sequence, site, camera): its ``metric`` with the number of images, worst at the top, and
     the split's overall value as a line, so a failing group stands out."""
     ranked = table.sort_values("score", kind="stable")
@@ -87,7 +87,6 @@ def plot_groups(table: pd.DataFrame, metric: str, path: Path, title: str) -> Non
     bars = ax.barh(ranked["group"].astype(str), ranked["score"].fillna(0), color="#4c72b0")
     for bar, images in zip(bars, ranked["images"], strict=True):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {images} img", va="center", fontsize=8)
-    overall = table.attrs.get("overall")
     if overall is not None:
         ax.axvline(overall, color="#333333", linestyle="--", linewidth=1, label=f"all images: {overall:.3f}")
         ax.legend(loc="lower right", fontsize=8)

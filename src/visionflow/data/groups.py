@@ -75,12 +75,21 @@ def carve_val(samples: list[SampleRef], spec: ValSplitConfig | None) -> list[Sam
     if present["val"]:
         raise SourceError(
             f"data.val_split carves val out of train, but the data has a val split ({present['val']} images); "
-            "set data.val_split: null to use that one, or leave val out of data.splits to carve one"
+            "set data.val_split: null to use that one, or (without a preset) leave val out of data.splits to carve one"
         )
     if not present["train"]:
         raise SourceError(f"data.val_split carves val out of train, but the data has no train split ({dict(present)})")
     keys = [_key(ref, spec.by) if ref.split == "train" else None for ref in samples]
-    to_val = {key for key in set(keys) - {None} if unit_hash(spec.seed, key) < spec.share}  # type: ignore[arg-type]
+    units = set(keys) - {None}
+    to_val = {key for key in units if unit_hash(spec.seed, key) < spec.share}  # type: ignore[arg-type]
+    if not to_val or to_val == units:
+        what = "groups" if spec.by == "group" else "images"
+        raise SourceError(
+            f"data.val_split (share {spec.share}, by {spec.by}, seed {spec.seed}) sends {len(to_val)} of the "
+            f"{len(units)} train {what} to val, leaving {'val' if not to_val else 'train'} empty: each is decided "
+            "alone, so few of them can all fall one way; try another data.val_split.seed or share"
+            + (", or by: image" if spec.by == "group" else "")
+        )
     return [replace(ref, split="val") if key in to_val else ref for ref, key in zip(samples, keys, strict=True)]
 
 

@@ -153,7 +153,8 @@ class Machine:
 
     def scaled(self, factor: float) -> Machine:
         """This machine ``factor`` times as fast: every measured rate times ``factor`` (the overhead kept). For
-        what-ifs: the plan for a machine a third as fast is ``plan(data, machine.scaled(1 / 3), ...)``."""
+        what-ifs: the plan for a machine a third as fast is ``plan(data, machine.scaled(1 / 3), ...,
+        calibration.scaled(1 / 3))`` (an unscaled calibration would scale the probe back to this machine)."""
         rates = tuple(
             replace(r, train_images_per_second=r.train_images_per_second * factor,
                     eval_images_per_second=r.eval_images_per_second * factor)
@@ -182,6 +183,10 @@ class Calibration:
     batch: int
     first_seconds: float  # the first epoch: start-up (loader workers, first allocations) included
     epoch_seconds: float  # the second: what every later epoch costs
+
+    def scaled(self, factor: float) -> Calibration:
+        """The same epochs on a machine ``factor`` times as fast (with :meth:`Machine.scaled`, a what-if plan)."""
+        return replace(self, first_seconds=self.first_seconds / factor, epoch_seconds=self.epoch_seconds / factor)
 
     def matches(self, spec: Mapping[str, Any], batch: int) -> bool:
         return dict(spec) == dict(self.input) and batch == self.batch
@@ -503,8 +508,8 @@ def _rung(data: DataPrint, machine: Machine, budget: float, val_images: int, run
     else:
         up = rungs[at - 1]
         notes.append(
-            f"{up.show()}, the next step up, would need {MIN_PASSES * room / passes(up) / 60:.1f} min for "
-            f"{MIN_PASSES} passes; {passes(up):.1f} fit in {FILL:.0%} of this budget"
+            f"{up.show()}, the next step up, would need a budget of {MIN_PASSES * room / passes(up) / FILL / 60:.1f} "
+            f"min ({MIN_PASSES} passes in {FILL:.0%} of it); {passes(up):.1f} fit in {FILL:.0%} of this one"
         )
     if found is None:
         notes.append(

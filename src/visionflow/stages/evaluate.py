@@ -44,11 +44,12 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
 class _Collector:
     """Per-image predictions and scores as ``evaluate`` streams them."""
 
-    def __init__(self, task: str, num_classes: int, ignore_index: int) -> None:
+    def __init__(self, task: str, num_classes: int, ignore_index: int, groups: list[str]) -> None:
         self.task, self.num_classes, self.ignore_index = task, num_classes, ignore_index
+        self.groups = groups  # each image's group, in the loader's order
         self.predictions: list[np.ndarray] = []  # segmentation masks, for the overlay panels
         self.rows: list[dict[str, float]] = []
-        self.confusions: list[np.ndarray] = []  # per image (segmentation): summed per group of images
+        self.group_confusion: dict[str, np.ndarray] = {}  # segmentation: the images' confusion summed per group
 
     def __call__(self, preds: list[torch.Tensor], targets: list[torch.Tensor], logits: list[torch.Tensor]) -> None:
         if self.task == "classification":
@@ -59,7 +60,8 @@ class _Collector:
         self.predictions.extend(p.to(torch.uint8).numpy() for p in preds)
         for pred, target in zip(preds, targets, strict=True):
             confusion = confusion_matrix(pred, target, self.num_classes, self.ignore_index).numpy()
-            self.confusions.append(confusion)
+            group = self.groups[len(self.rows)]
+            self.group_confusion[group] = self.group_confusion.get(group, 0) + confusion
             self.rows.append(image_scores(confusion))
 
 
@@ -130,7 +132,7 @@ def _per_image_table(task: str, collected: _Collector, dataset: ImageDataset, ro
     """One row per image: segmentation scores; or the actual and predicted class, whether they agree, and the
     confidence."""
     table = pd.DataFrame(collected.rows).assign(
-        id=dataset.ids, image_path=rows["image_path"].tolist(), group=_groups(rows)
+        id=dataset.ids, image_path=rows["image_path"].tolist(), group=collected.groups
     )
     if task == "segmentation":
         return table[["id", "image_path", "group", "miou", "pixel_accuracy"]]
@@ -150,18 +152,17 @@ def _groups(rows: pd.DataFrame) -> list[str]:
     """Each row's group (the manifest's, from data.groups), or :data:`NO_GROUP` where the data has none."""
     if "group" not in rows or rows["group"].isna().all():
         return [NO_GROUP] * len(rows)
-    return rows["group"].fillna(rows["id"]).astype(str).tolist()
+    return rows["group"].astype(str).tolist()  # prepare gave every image a group (its own where none matched)
 
 
-def _per_group(task: str, collected: _Collector, per_image: pd.DataFrame, classes: tuple[str, ...],
-               overall: float) -> pd.DataFrame:  # fmt: skip
+def _per_group(task: str, collected: _Collector, per_image: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
     """One row per group: its images and the task's metrics over them (segmentation: from the group's summed
     confusion matrix, as the split's own mIoU is; classification: from its labels), ``score`` the headline."""
     out = []
     for group, members in per_image.groupby("group", sort=True).groups.items():
         members = list(members)
         if task == "segmentation":
-            metrics = task_metrics(task, np.sum([collected.confusions[i] for i in members], axis=0), classes)
+            metrics = task_metrics(task, collected.group_confusion[str(group)], classes)
             row = {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
                    "mean_image_miou": float(per_image.loc[members, "miou"].mean())}  # fmt: skip
             score = metrics["miou"]
@@ -172,9 +173,7 @@ def _per_group(task: str, collected: _Collector, per_image: pd.DataFrame, classe
             metrics = task_metrics(task, confusion_matrix(predicted, labels, len(classes), -100), classes)
             row, score = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}, metrics["accuracy"]
         out.append({"group": str(group), "images": len(members), "score": score, **row})
-    table = pd.DataFrame(out).round(6)
-    table.attrs["overall"] = overall
-    return table
+    return pd.DataFrame(out).round(6)
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
     files = _fresh_folder(config.paths.evaluated(split))
     inference = Inference.of(meta)
     dataset = make_dataset(config, info, rows, inference.input, False)
-    collected = _Collector(task, len(info.classes), info.ignore_index)
+    collected = _Collector(task, len(info.classes), info.ignore_index, _groups(rows))
     loader = make_loader(dataset, config.evaluate.batch_size)
     result = inference.evaluate(model, loader, runtime, len(info.classes), info.ignore_index, on_batch=collected)
     metrics = task_metrics(task, result.confusion, info.classes)
@@ -213,9 +212,13 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
     per_image = _per_image_table(task, collected, dataset, rows, info.classes)
     per_image.to_csv(files.per_image, index=False)
     primary = "miou" if task == "segmentation" else "accuracy"  # the headline, as below
-    groups = _per_group(task, collected, per_image, info.classes, metrics[primary])
+    groups = _per_group(task, collected, per_image, info.classes)
     groups.to_csv(files.per_group, index=False)
-    plot_groups(groups, primary, files.per_group_plot, title=f"{split}: {primary} per group of images")
+    shown = _shown(groups)
+    title = f"{split}: {primary} per group of images" + (
+        f" (worst and best {SHOWN_GROUPS} of {len(groups)})" if len(shown) < len(groups) else ""
+    )
+    plot_groups(shown, primary, files.per_group_plot, title=title, overall=metrics[primary])
     if task == "classification":
         _classification_panels(config, files, dataset, per_image)
         headline = f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
@@ -273,10 +276,22 @@ def _print_per_class(task: str, metrics: dict[str, float], classes: tuple[str, .
 _UNSAFE = re.compile(r"[^\w\-. /]")  # what an MLflow metric name may not hold
 
 
+MAX_LOGGED_GROUPS = 100  # more groups (a patient each) are in per_group.csv, not one MLflow metric each
+SHOWN_GROUPS = 20  # the worst and the best this many in the plot and on the console; per_group.csv has all
+
+
+def _shown(groups: pd.DataFrame) -> pd.DataFrame:
+    """The groups worth a look, worst first: all of them, or the worst and the best :data:`SHOWN_GROUPS`."""
+    ranked = groups.sort_values("score", kind="stable")
+    if len(ranked) <= 2 * SHOWN_GROUPS:
+        return ranked
+    return pd.concat([ranked.head(SHOWN_GROUPS), ranked.tail(SHOWN_GROUPS)])
+
+
 def _group_metrics(split: str, groups: pd.DataFrame) -> dict[str, float]:
-    """``val_group_score_<group>`` per group (the headline: mIoU or accuracy), where the data has groups (the name
-    made safe for MLflow)."""
-    if list(groups["group"]) == [NO_GROUP]:
+    """``val_group_score_<group>`` per group (the headline: mIoU or accuracy), where the data has groups and at
+    most :data:`MAX_LOGGED_GROUPS` of them (the name made safe for MLflow)."""
+    if list(groups["group"]) == [NO_GROUP] or len(groups) > MAX_LOGGED_GROUPS:
         return {}
     return {f"{split}_group_score_{_UNSAFE.sub('_', g)}": v
             for g, v in zip(groups["group"], groups["score"], strict=True) if v == v}  # fmt: skip
@@ -285,6 +300,9 @@ def _group_metrics(split: str, groups: pd.DataFrame) -> dict[str, float]:
 def _print_groups(groups: pd.DataFrame) -> None:
     if list(groups["group"]) == [NO_GROUP]:
         return
-    print("  per group (score, images):")
-    for row in groups.sort_values("score", kind="stable").itertuples():
+    shown = _shown(groups)
+    cut = len(shown) < len(groups)
+    more = f"; the worst and best {SHOWN_GROUPS} of {len(groups)}, all in per_group.csv" if cut else ""
+    print(f"  per group (score, images{more}):")
+    for row in shown.itertuples():
         print(f"  {row.group:<14} {row.score:.4f}  {row.images}")

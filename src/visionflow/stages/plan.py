@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from visionflow.config import PLANNED, Config
 from visionflow.data.dataset import DecodedCache
 from visionflow.data.transforms import round_up
-from visionflow.engine import Runtime
+from visionflow.engine import Runtime, resolve_device, resolve_precision
 from visionflow.errors import ConfigError
 from visionflow.handoffs import AcceptedManifest, DatasetInfo, PlanFile
 from visionflow.planning.fingerprint import DataPrint, fingerprint
@@ -77,7 +76,7 @@ def _machine(config: Config, data: DataPrint, runtime: Runtime) -> Machine:
     sizes, batches = _probe(data, config)
     kind = machine_kind(runtime.device, runtime.precision)
     model = config.model
-    key = json.dumps([kind, model.arch, model.encoder, sizes, batches, config.plan.steps])
+    key = json.dumps([kind, model.arch, model.encoder, sizes, batches, config.plan.steps, config.train.num_threads])
     path = config.paths.machine_profile
     profiles = _profiles(path)
     if key in profiles:
@@ -139,8 +138,8 @@ def stale(config: Config, root: Path = Path(".")) -> str | None:
     made = PlanFile.load_or_none(root / config.paths.plan_file)
     if made is None or not config.auto_keys or made.machine.startswith("not measured"):
         return None
-    runtime = setup_runtime(config.train)
-    kind = machine_kind(runtime.device, runtime.precision)
+    device = resolve_device(config.train.device)  # a read-only check: torch's threads are left as they are
+    kind = machine_kind(device, resolve_precision(config.train.precision, device))
     if made.machine == kind:
         return None
     return f"{config.paths.plan_file} was planned on '{made.machine}'; this machine is '{kind}'"
@@ -148,8 +147,9 @@ def stale(config: Config, root: Path = Path(".")) -> str | None:
 
 def run(config: Config, speed: float = 1.0) -> PlanFile:
     """Plan, write plan.json and plan.md, and print the table. With ``speed`` other than 1, plan as for a machine
-    ``speed`` times as fast as this one (its measured rates and calibrated epochs scaled) and write nothing: what a
-    slower or faster machine would train, with the reasons."""
+    ``speed`` times as fast as this one (its measured rates and calibrated epochs scaled) and write no plan (this
+    machine is still measured, or its kept measurements read, in ``paths.cache``): what a slower or faster machine
+    would train, with the reasons."""
     paths = config.paths
     info = DatasetInfo.read(paths)
     manifest = AcceptedManifest.read(paths)
@@ -170,7 +170,7 @@ def run(config: Config, speed: float = 1.0) -> PlanFile:
         paths.plan_report.write_text(made.report(), encoding="utf-8")
         print(f"plan: {paths.plan_file} ({made.machine}, budget {made.budget_minutes:g} min)")
     else:
-        print(f"plan: as for a machine {speed:g}x as fast as this one ({made.machine}); nothing written")
+        print(f"plan: as for a machine {speed:g}x as fast as this one ({made.machine}); no plan written")
     print(made.table())
     for note in made.notes:
         print(f"  - {note}")
@@ -190,13 +190,12 @@ def _measured_plan(config: Config, info: DatasetInfo, manifest: AcceptedManifest
     val_images = manifest.per_split.get("val", 0)
     budget, crops, finest = config.plan.budget_minutes, config.plan.crops, finest_width(config.model.arch)
     made = plan(data, machine, budget, val_images, pinned, crops=crops, finest=finest)
+    calibration = None
     for _ in range(MAX_CALIBRATIONS):  # time the planned settings until the plan stays where it was timed
         calibration = _calibrate(config, made, machine.kind, manifest)
         made = plan(data, machine, budget, val_images, pinned, calibration, crops, finest)
         if calibration.matches(made.value("train.input"), int(made.value("train.batch_size"))):
             break
-    if speed != 1:  # the real epochs' overhead over the probe stays; every time shrinks or grows by the speed
-        timed = replace(calibration, first_seconds=calibration.first_seconds / speed,
-                        epoch_seconds=calibration.epoch_seconds / speed)  # fmt: skip
-        made = plan(data, machine.scaled(speed), budget, val_images, pinned, timed, crops, finest)
+    if speed != 1 and calibration is not None:  # the real epochs' overhead over the probe stays; times scale
+        made = plan(data, machine.scaled(speed), budget, val_images, pinned, calibration.scaled(speed), crops, finest)
     return made
