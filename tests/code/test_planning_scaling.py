@@ -141,3 +141,20 @@ def test_the_scale_does_not_depend_on_the_policy() -> None:
         whole = plan(WIRES, WIRES_XEON.scaled(speed), 10, 24, crops=False)
         if cropped.value("train.input")["policy"] == "crop" and "at no step" not in cropped.table():
             assert input_scale(WIRES, cropped.value("train.input")) == input_scale(WIRES, whole.value("train.input"))
+
+
+def test_a_what_if_for_a_slower_machine_scales_the_calibration_with_the_probe() -> None:
+    """``visionflow plan --speed``: the calibration's real epochs scale with the machine; an unscaled one would
+    bring the probe back to this machine's speed (its overhead absorbing the factor) and plan the same again."""
+    from visionflow.planning.rules import Calibration
+
+    made = plan(CAMVID, XEON, 40.0, 101)
+    spec, batch = made.value("train.input"), int(made.value("train.batch_size"))
+    timed = Calibration(spec, batch, first_seconds=90.0, epoch_seconds=87.4)
+    here = plan(CAMVID, XEON, 40.0, 101, calibration=timed)
+    slower = plan(CAMVID, XEON.scaled(1 / 3), 40.0, 101, calibration=timed.scaled(1 / 3))
+    collapsed = plan(CAMVID, XEON.scaled(1 / 3), 40.0, 101, calibration=timed)
+    assert input_scale(CAMVID, here.value("train.input")) == 1.0
+    assert input_scale(CAMVID, slower.value("train.input")) < 1.0, slower.table()
+    assert collapsed.value("train.input") == here.value("train.input"), "the unscaled calibration undoes the speed"
+    assert timed.scaled(1 / 3).epoch_seconds == pytest.approx(3 * 87.4)
