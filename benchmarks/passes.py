@@ -50,12 +50,15 @@ def arm(size: int, passes: int, batch: int, images: int) -> dict[str, Any]:
 
 def main() -> int:
     args = parse_args()
-    rows = [arm(size, passes, args.batch_size, args.images) for size in args.sizes for passes in args.passes]
+    rows: list[dict[str, Any]] = []
+    for size in args.sizes:
+        for passes in args.passes:
+            rows.append(arm(size, passes, args.batch_size, args.images))
+            common.write_json(args.json, {"settings": common.settings(args), "arms": rows})  # a cut run keeps these
     print("\n| input | passes | val mIoU | best epoch | training minutes |\n|---|---:|---:|---:|---:|")
     for row in rows:
         size = row["size"]
         print(f"| {size}x{size} | {row['epochs']} | {row['val_miou']} | {row['best_epoch']} | {row['train_minutes']} |")
-    common.write_json(args.json, {"settings": common.settings(args), "arms": rows})
     return 0
 
 
