@@ -52,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from visionflow.data.transforms import STRIDE, round_up
+from visionflow.data.transforms import STRIDE, round_up, scaled_size
 from visionflow.handoffs import Decision
 from visionflow.handoffs import PlanFile as Plan
 from visionflow.planning.fingerprint import DataPrint
@@ -310,7 +310,8 @@ def _passes(machine: Machine, images: int, size: Sequence[int], val_images: int,
 def _shrunk(median: Sequence[float], scale: float) -> tuple[int, int]:
     """The median image shrunk by ``scale`` as training shrinks it (rounded), each side then rounded up to the
     stride: what crops and windows are cut from."""
-    return round_up(max(1, round(median[0] * scale))), round_up(max(1, round(median[1] * scale)))
+    height, width = scaled_size(median[0], median[1], scale)  # type: ignore[arg-type]
+    return round_up(height), round_up(width)
 
 
 def _epoch_seconds(machine: Machine, images: int, spec: Mapping[str, Any], val_images: int, batch: int | None,
