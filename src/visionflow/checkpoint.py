@@ -1,11 +1,11 @@
 """Training checkpoints that a killed run resumes from, bit for bit.
 
-A checkpoint holds everything the next epoch depends on: weights, optimiser and scheduler state, the global
-random number generators (python, numpy, torch: dropout and anything else that draws from them), the epoch (the
-sampler and the augmentation reseed from it, see ``EpochSampler``), the best score so far, the history and the
-MLflow run id. It is written atomically after each epoch and holds only tensors and plain
-values, so ``torch.load(..., weights_only=True)`` reads it. A fingerprint of what the training depends on says
-whether a checkpoint belongs to the current params and data.
+A checkpoint holds everything the next epoch depends on: weights, optimiser and scheduler state, the weights'
+moving average and its step count (``train.ema_decay``), the global random number generators (python, numpy,
+torch: dropout and anything else that draws from them), the epoch (the sampler and the augmentation reseed from
+it, see ``EpochSampler``), the best score so far, the history and the MLflow run id. It is written atomically
+after each epoch and holds only tensors and plain values, so ``torch.load(..., weights_only=True)`` reads it. A
+fingerprint of what the training depends on says whether a checkpoint belongs to the current params and data.
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainingState,
+    average: Any = None,
 ) -> None:
-    """Write the checkpoint next to its final name, then rename: a kill mid-write leaves the old one intact."""
+    """Write the checkpoint next to its final name, then rename: a kill mid-write leaves the old one intact.
+    ``average``: the weights' moving average (anything with a ``state_dict()`` of plain values), where trained."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -87,6 +89,8 @@ def save_checkpoint(
         "rng": capture_rng(),
         "state": state.__dict__,
     }
+    if average is not None:
+        payload["average"] = average.state_dict()
     partial = path.with_name(path.name + ".partial")
     torch.save(payload, partial)
     os.replace(partial, path)

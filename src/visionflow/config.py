@@ -107,9 +107,20 @@ class EvaluatedSplit:
         return self.root / "overlays_worst.png"
 
     @property
+    def corruptions(self) -> Path:
+        """The score under each corruption (a column each) per severity (a row each; severity 0: clean)."""
+        return self.root / "corruptions.csv"
+
+    @property
+    def corruptions_plot(self) -> Path:
+        return self.root / "corruptions.png"
+
+    @property
     def files(self) -> tuple[Path, ...]:
-        return (self.per_class, self.per_image, self.per_group, self.per_group_plot, self.confusion_matrix,
-                self.overlays_best, self.overlays_worst)  # fmt: skip
+        """What evaluate writes for the split (the corruption table and plot where ``evaluate.corruptions``)."""
+        return tuple(p for p in (self.per_class, self.per_image, self.per_group, self.per_group_plot,
+                                 self.confusion_matrix, self.overlays_best, self.overlays_worst, self.corruptions,
+                                 self.corruptions_plot) if p.exists())  # fmt: skip
 
 
 class PathsConfig(_Section):
@@ -546,6 +557,9 @@ class TrainConfig(_Section):
     schedule: Literal["onecycle", "cosine"] = "onecycle"  # cosine: linear warmup, then cosine decay to 0
     warmup_epochs: float = Field(1.0, ge=0)  # cosine schedule only
     grad_clip: float | None = Field(5.0, gt=0)  # max gradient norm; null: no clipping
+    # an exponential moving average of the weights (timm's ModelEmaV3), scored beside them at every val pass, the
+    # better of the two kept: the decay it warms up to (1 - (1 + step) ** -0.75 until then); null: no average
+    ema_decay: float | None = Field(0.999, gt=0, lt=1)
     early_stopping: int | None = Field(None, ge=1)  # stop after this many epochs without a better val mIoU
     loss: dict[LossTerm, float] = {"ce": 1.0, "dice": 1.0}  # summed terms and their coefficients
     focal_gamma: float = Field(2.0, ge=0)  # focal term: (1 - p_t)^gamma
@@ -574,6 +588,9 @@ class EvaluateConfig(_Section):
     input: InputConfig | None = None  # null: train.input's size (policy resize; pad after pad; window after crop)
     overlap: float = Field(0.5, ge=0, lt=1)  # window policy: share of a window its neighbour covers
     flip: bool = False  # window policy: horizontal-flip test-time augmentation (twice the forward passes)
+    # score val (and test) again under ImageNet-C's corruptions (noise, blur, JPEG, brightness, contrast, fog) at
+    # severities 1, 3 and 5, seeded by project.seed: corruptions.csv / .png per split, the means in metrics.json
+    corruptions: bool = True
 
     @model_validator(mode="after")
     def _no_crop(self) -> EvaluateConfig:

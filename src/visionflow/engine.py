@@ -113,8 +113,10 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     desc: str = "train",
     grad_clip: float | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean loss and the throughput."""
+    """One pass over ``loader`` (``after_step`` runs after each optimiser step); returns the mean loss and the
+    throughput."""
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
@@ -130,6 +132,8 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         total_loss += loss.item() * len(images)
         seen += len(images)
         bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -457,6 +457,7 @@ class ModelMeta(_HandOff, schema=2, made_by="train", what="model", where="weight
     epochs: int = 0  # epochs trained in all
     metric: str = ""  # the val metric that chose the epoch, e.g. val_miou
     score: float | None = None  # its value
+    averaged: bool = False  # the weights are the moving average of the training's weights (train.ema_decay)
 
     @classmethod
     def load(cls, path: Path) -> Self:

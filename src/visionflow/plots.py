@@ -99,6 +99,25 @@ def plot_groups(table: pd.DataFrame, metric: str, path: Path, title: str, overal
     plt.close(fig)
 
 
+def plot_corruptions(table: pd.DataFrame, metric: str, path: Path, title: str) -> None:
+    """One line per corruption: ``metric`` against severity (``table``: a row per severity, 0 the clean score, a
+    column per corruption), so the corruption a model cannot stand falls furthest."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    severities = table["severity"].tolist()
+    for column in (c for c in table.columns if c != "severity"):
+        ax.plot(severities, table[column], marker="o", label=column.replace("_", " "))
+    ax.set_xticks(severities, ["clean" if s == 0 else str(s) for s in severities])
+    ax.set_xlabel("severity (ImageNet-C)")
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def class_palette(num_classes: int) -> np.ndarray:
     """(num_classes, 3) uint8 colours: class 0 dark grey, the others from tab20 without the greens, reds, blues
     and olives that the error map uses, so a class is never mistaken for an error colour."""

@@ -16,10 +16,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -40,6 +42,7 @@ from visionflow.models import create_model, save_model
 __all__ = [
     "EpochLog",
     "Session",
+    "WeightAverage",
     "build_session",
     "fit_epoch",
     "model_meta",
@@ -95,6 +98,34 @@ def model_meta(config: Config, info: DatasetInfo) -> ModelMeta:
     )
 
 
+class WeightAverage:
+    """An exponential moving average of the weights and buffers (timm's ``ModelEmaV3``), updated after every
+    optimiser step. Its decay warms up as ``1 - (1 + step) ** -0.75`` towards ``decay`` (timm's setting for runs of
+    thousands of steps rather than millions), so a short run averages over its last epochs, not its random start."""
+
+    WARMUP_POWER = 0.75
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.average = ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=self.WARMUP_POWER)
+        self.steps = 0
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.average.module
+
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        self.average.update(model, step=self.steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and the step count: the checkpoint restores the average bit for bit."""
+        return {"weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}, "steps": self.steps}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.module.load_state_dict(saved["weights"])
+        self.steps = int(saved["steps"])
+
+
 @dataclass
 class Session:
     """Everything one training needs, built once from the config and the data stages' outputs."""
@@ -114,6 +145,7 @@ class Session:
     splits: dict[str, pd.DataFrame]  # the accepted train and val rows
     primary: str  # the val metric that picks the best epoch (Config.primary_metric)
     meta: ModelMeta  # what is saved with the best weights (epoch and score filled in then)
+    average: WeightAverage | None  # the weights' moving average (train.ema_decay), scored beside them
 
     @property
     def inference(self) -> Inference:
@@ -173,6 +205,7 @@ def build_session(config: Config, dist: Dist) -> Session:
         if dist.enabled
         else model
     )
+    average = None if train_cfg.ema_decay is None else WeightAverage(model, train_cfg.ema_decay)
     loss_fn = create_loss(train_cfg.loss, list(balance.weights), info.ignore_index, train_cfg.focal_gamma)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     return Session(
@@ -191,17 +224,21 @@ def build_session(config: Config, dist: Dist) -> Session:
         {"train": train_rows, "val": val_rows},
         config.primary_metric,
         meta,
+        average,
     )
 
 
 def fit_epoch(config: Config, session: Session, state: TrainingState, epoch: int,
               log: EpochLog | None = None) -> dict[str, float]:  # fmt: skip
-    """One epoch as training runs it: the training pass, the val pass, the best model's and the checkpoint's saves
-    (rank 0); ``log`` sees the epoch's row (rank 0)."""
+    """One epoch as training runs it: the training pass, the val pass (of the weights and of their average), the
+    best model's and the checkpoint's saves (rank 0); ``log`` sees the epoch's row (rank 0). The epoch's
+    ``val_score`` is the better of the two; ``averaged`` says which it was (1: the average)."""
     row = _train_epoch(session, epoch, config.train.grad_clip)
     if _record_epoch(config, session, state, row, log) and session.dist.is_main:
-        best = replace(session.meta, epoch=epoch, epochs=epoch, score=row["val_score"])
-        save_model(session.model, config.paths.weights, best)
+        averaged = bool(row.get("averaged"))
+        kept = session.average.module if averaged and session.average is not None else session.model
+        best = replace(session.meta, epoch=epoch, epochs=epoch, score=row["val_score"], averaged=averaged)
+        save_model(kept, config.paths.weights, best)
     if session.dist.is_main:
         save_checkpoint(
             config.paths.checkpoint,
@@ -209,6 +246,7 @@ def fit_epoch(config: Config, session: Session, state: TrainingState, epoch: int
             optimizer=session.optimizer,
             scheduler=session.scheduler,
             state=state,
+            average=session.average,
         )
     return row
 
@@ -234,6 +272,7 @@ def _train_epoch(session: Session, epoch: int, grad_clip: float | None) -> dict[
     session.sampler.set_epoch(epoch)
     session.train_set.set_epoch(epoch, session.dist.rank)
     start = time.perf_counter()
+    average = session.average
     fit = train_one_epoch(
         session.trained,
         session.train_loader,
@@ -243,30 +282,40 @@ def _train_epoch(session: Session, epoch: int, grad_clip: float | None) -> dict[
         session.scheduler,
         desc=f"epoch {epoch}",
         grad_clip=grad_clip,
+        after_step=None if average is None else lambda: average.update(session.model),
     )
     session.dist.share_buffers(session.model)
     fitted = time.perf_counter()
-    classes = session.info.classes
-    val = session.inference.evaluate(
-        session.model, session.val_loader, session.runtime, len(classes), session.info.ignore_index, session.loss_fn
-    )
-    dist = session.dist
-    confusion = dist.sum(val.confusion)
-    loss_sum, images = dist.sum(torch.tensor([val.loss * val.images, float(val.images)], dtype=torch.float64))
-    metrics = task_metrics(session.info.task, confusion, classes)
     primary = session.primary
-    ips = dist.sum(torch.tensor([fit["images_per_second"]], dtype=torch.float64)).item()  # all ranks together
-    return {
+    loss, score = _validate(session, session.model)
+    ips = session.dist.sum(torch.tensor([fit["images_per_second"]], dtype=torch.float64)).item()  # all ranks
+    row = {
         "epoch": epoch,
         "train_loss": fit["loss"],
-        "val_loss": float(loss_sum / images.clamp_min(1)),
-        "val_score": metrics[primary],
-        f"val_{primary}": metrics[primary],
+        "val_loss": loss,
+        "val_score": score,
+        f"val_{primary}": score,
         "lr": session.optimizer.param_groups[0]["lr"],
         "train_images_per_second": ips,
         "train_seconds": fitted - start,  # the epoch's wall time: the training pass, then the val pass
-        "val_seconds": time.perf_counter() - fitted,
     }
+    if average is not None:
+        ema_loss, ema_score = _validate(session, average.module)
+        row |= {"ema_val_loss": ema_loss, f"ema_val_{primary}": ema_score, "averaged": float(ema_score > score)}
+        row["val_score"] = max(score, ema_score)
+    return row | {"val_seconds": time.perf_counter() - fitted}
+
+
+def _validate(session: Session, model: torch.nn.Module) -> tuple[float, float]:
+    """The val loss and primary score of ``model`` (every rank scores its share; the counts are summed)."""
+    classes, dist = session.info.classes, session.dist
+    val = session.inference.evaluate(
+        model, session.val_loader, session.runtime, len(classes), session.info.ignore_index, session.loss_fn
+    )
+    confusion = dist.sum(val.confusion)
+    loss_sum, images = dist.sum(torch.tensor([val.loss * val.images, float(val.images)], dtype=torch.float64))
+    metrics = task_metrics(session.info.task, confusion, classes)
+    return float(loss_sum / images.clamp_min(1)), metrics[session.primary]
 
 
 def _record_epoch(config: Config, session: Session, state: TrainingState, row: dict[str, float],

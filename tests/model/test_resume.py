@@ -27,6 +27,8 @@ def test_kill_after_epoch_one_then_resume_matches_an_uninterrupted_run(
         stage.run(config)
     reference = train.run(config, resume="never")
     expected = final_weights(config.paths.checkpoint)
+    expected_average = torch.load(config.paths.checkpoint, weights_only=True)["average"]
+    assert config.train.ema_decay is not None and expected_average["steps"] > 0, "the default trains an average"
 
     real_epoch = train_module.train_one_epoch
     calls = {"count": 0}
@@ -48,6 +50,10 @@ def test_kill_after_epoch_one_then_resume_matches_an_uninterrupted_run(
     actual = final_weights(config.paths.checkpoint)
     assert actual.keys() == expected.keys()
     assert all(torch.equal(actual[k], expected[k]) for k in expected), "resumed weights differ"
+    average = torch.load(config.paths.checkpoint, weights_only=True)["average"]
+    assert average["steps"] == expected_average["steps"]
+    weights, reference_weights = average["weights"], expected_average["weights"]
+    assert all(torch.equal(weights[k], reference_weights[k]) for k in reference_weights), "the average differs"
     assert resumed == reference, "the same model, epoch and score as the uninterrupted run"
     run_id = TrainingRun.read(config.paths).run_id
     assert run_id == interrupted["run_id"], "the resumed training logs into the run it started"

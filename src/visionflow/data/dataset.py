@@ -12,7 +12,7 @@ import io
 import math
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -227,6 +227,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         self.rare, self.rare_share = tuple(rare), rare_share  # crop policy: crops centred on these classes
         self.scale = scale  # crop policy: crops are cut from the image shrunk by this
         self.generator = torch.Generator().manual_seed(seed)
+        # evaluate's robustness scores: each decoded image (and its index) through a seeded corruption first
+        self.corrupt: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int, rank: int = 0) -> None:
         """Reseed the augmentation per epoch and rank: a resumed run draws exactly what an unbroken one would."""
@@ -237,6 +239,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image = torch.from_numpy(np.array(self.cache.image(index)))
+        if self.corrupt is not None:
+            image = self.corrupt(image, index)
         height, width = image.shape[:2]
         mask = None if self.labels is not None else torch.from_numpy(self.cache.mask(index).astype(np.int64))
         random = self.generator if self.augment is not None else None

@@ -332,12 +332,15 @@ def plan(
     calibration: Calibration | None = None,
     crops: bool = True,
     finest: int = FINEST_WIDTH_PX["Unet"],
+    val_passes: int = 1,
 ) -> Plan:
     """The plan for training on ``data`` on ``machine`` in ``budget_minutes`` (validation passes included), with
     ``pinned`` (dotted params keys set in params) kept as given, and the probe's times scaled by ``calibration``
     (where its settings are the planned ones, its epoch time sets the epochs); without ``crops`` the input is
-    always the whole image. ``finest``: the narrowest object the model resolves (:func:`finest_width`)."""
+    always the whole image. ``finest``: the narrowest object the model resolves (:func:`finest_width`);
+    ``val_passes``: how many models each val pass scores (2: the weights and their moving average)."""
     pinned = dict(pinned or {})
+    scored = val_images * val_passes  # the val images an epoch's val pass scores
     budget = budget_minutes * 60
     median = _median(data)
     full = full_size(data)
@@ -345,7 +348,7 @@ def plan(
     decisions: list[Decision] = []
     bound, notes = _bound(data, (floor, floor_reason), finest, crops)
     if calibration is not None:
-        probed = _epoch_seconds(machine, data.images, calibration.input, val_images, calibration.batch, median)
+        probed = _epoch_seconds(machine, data.images, calibration.input, scored, calibration.batch, median)
         machine = replace(machine, overhead=calibration.epoch_seconds / probed)
         notes.append(
             f"real epochs at {_show_input(calibration.input)}, batch {calibration.batch} took "
@@ -359,7 +362,7 @@ def plan(
         decisions.append(Decision("train.input", spec, "", pinned=True))
     else:
         rungs = ladder(data, floor if crops else None)
-        spec, reason, rung_notes = _input(data, machine, budget, val_images, rungs, bound, crops)
+        spec, reason, rung_notes = _input(data, machine, budget, scored, rungs, bound, crops)
         decisions.append(Decision("train.input", spec, reason))
         notes += rung_notes
     size = tuple(spec["size"]) if spec.get("size") else full
@@ -381,7 +384,7 @@ def plan(
         decisions.append(Decision("train.lr", *_lr(batch)))
 
     # rule 5: epochs
-    epoch = _epoch_seconds(machine, data.images, spec, val_images, batch, median)
+    epoch = _epoch_seconds(machine, data.images, spec, scored, batch, median)
     startup, how = 0.0, "estimated"
     if calibration is not None and calibration.matches(spec, batch):
         epoch, how = calibration.epoch_seconds, "measured"
@@ -398,6 +401,7 @@ def plan(
                 f"{FILL:.0%} of {budget_minutes:g} min / {epoch:.1f} s an epoch, {how} ({data.images} train images"
                 + (f" x {spec['crops_per_image']} crops" if spec.get("crops_per_image", 1) > 1 else "")
                 + f" at {size[0]}x{size[1]}, batch {batch}, then {val_images} val images"
+                + (" scored twice: the weights and their average" if val_passes == 2 else "")
                 + (f"; the first epoch's start-up {startup:.1f} s more)" if startup else ")"),
             )
         )

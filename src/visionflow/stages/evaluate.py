@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from visionflow import tracking
 from visionflow.config import EVAL_SPLITS, Config, EvaluatedSplit
+from visionflow.corruptions import CORRUPTIONS, SEVERITIES, Corruption
 from visionflow.data.dataset import ImageDataset
 from visionflow.data.loading import make_dataset, make_loader
 from visionflow.engine import Runtime, resolve_device
@@ -31,7 +34,7 @@ from visionflow.handoffs import AcceptedManifest, DatasetInfo, EvaluationMetrics
 from visionflow.inference import Inference
 from visionflow.metrics import absent_classes, confusion_matrix, image_scores, per_class_table, task_metrics
 from visionflow.models import load_model
-from visionflow.plots import plot_confusion_matrix, plot_examples, plot_groups, plot_overlays
+from visionflow.plots import plot_confusion_matrix, plot_corruptions, plot_examples, plot_groups, plot_overlays
 
 __all__ = ["run"]
 
@@ -185,6 +188,7 @@ class _Scored:
     images: int
     headline: str
     groups: pd.DataFrame  # per_group.csv's rows
+    corrupted: dict[str, float] = field(default_factory=dict)  # <corruption>_<severity>: score, for MLflow
 
 
 def _fresh_folder(files: EvaluatedSplit) -> EvaluatedSplit:
@@ -226,7 +230,46 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
         _segmentation_panels(config, files, dataset, collected, per_image, info)
         headline = f"mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}"
     plot_confusion_matrix(result.confusion.numpy(), info.classes, files.confusion_matrix, title=f"{split}: {headline}")
-    return _Scored(metrics, tuple(absent_classes(result.confusion, info.classes)), len(rows), headline, groups)
+    corrupted: dict[str, float] = {}
+    if config.evaluate.corruptions:
+        summary, corrupted = _score_corruptions(config, files, dataset, inference, model, runtime, info,
+                                                metrics[primary])  # fmt: skip
+        metrics |= summary
+    absent = tuple(absent_classes(result.confusion, info.classes))
+    return _Scored(metrics, absent, len(rows), headline, groups, corrupted)
+
+
+def _score_corruptions(config: Config, files: EvaluatedSplit, dataset: ImageDataset, inference: Inference,
+                       model: torch.nn.Module, runtime: Runtime, info: DatasetInfo,
+                       clean: float) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """The split scored again under each corruption at each severity (:mod:`visionflow.corruptions`, seeded by
+    ``project.seed``), through the same inference path. Writes corruptions.csv and .png; returns the summary for
+    metrics.json (each corruption's mean over the severities, their mean, its ratio to the clean score, the
+    seconds it took) and every corruption and severity's score for MLflow."""
+    primary = "miou" if inference.task == "segmentation" else "accuracy"
+    start = time.perf_counter()
+    loader = make_loader(dataset, config.evaluate.batch_size)
+    scores: dict[str, list[float]] = {}
+    try:
+        for name in tqdm(CORRUPTIONS, desc=f"corruptions ({files.split})", unit="corruption"):
+            for severity in SEVERITIES:
+                dataset.corrupt = Corruption(name, severity, config.project.seed)
+                result = inference.evaluate(model, loader, runtime, len(info.classes), info.ignore_index)
+                metrics = task_metrics(inference.task, result.confusion, info.classes)
+                scores.setdefault(name, []).append(metrics[primary])
+    finally:
+        dataset.corrupt = None
+    seconds = time.perf_counter() - start
+    table = pd.DataFrame({"severity": [0, *SEVERITIES]} | {n: [clean, *v] for n, v in scores.items()}).round(6)
+    table.to_csv(files.corruptions, index=False)
+    mean = float(np.mean([v for values in scores.values() for v in values]))
+    title = f"{files.split}: {primary} under corruptions (mean {mean:.3f}, clean {clean:.3f})"
+    plot_corruptions(table, primary, files.corruptions_plot, title=title)
+    summary = {f"corruption_{n}": float(np.mean(v)) for n, v in scores.items()}
+    summary |= {"corruption_mean": mean, "corruption_ratio": mean / clean if clean else float("nan"),
+                "corruption_seconds": seconds}  # fmt: skip
+    detail = {f"corruption_{n}_{s}": v for n, values in scores.items() for s, v in zip(SEVERITIES, values, strict=True)}
+    return summary, detail
 
 
 def run(config: Config) -> EvaluationMetrics:
@@ -255,11 +298,17 @@ def run(config: Config) -> EvaluationMetrics:
         for split, s in scored.items():
             tracking.log_metrics({f"{split}_{k}": v for k, v in s.metrics.items()})
             tracking.log_metrics(_group_metrics(split, s.groups))
+            tracking.log_metrics({f"{split}_{k}": v for k, v in s.corrupted.items()})
             for path in paths.evaluated(split).files:
                 tracking.log_artifact(path, f"evaluation/{split}")
         tracking.log_artifact(paths.metrics, "evaluation")
     for split, s in scored.items():
         print(f"evaluate: {split} {s.headline} on {s.images} images")
+        if "corruption_mean" in s.metrics:
+            m = s.metrics
+            print(f"  under corruptions: mean {m['corruption_mean']:.4f} ({m['corruption_ratio']:.2f} of clean; "
+                  f"{len(CORRUPTIONS)} corruptions x severities {', '.join(map(str, SEVERITIES))}, "
+                  f"{m['corruption_seconds']:.0f} s)")  # fmt: skip
         _print_per_class(meta.task, s.metrics, info.classes)
         _print_groups(s.groups)
     print(f"evaluate: -> {paths.metrics}, {', '.join(str(paths.evaluated(split).root) for split in scored)}")

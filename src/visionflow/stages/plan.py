@@ -189,13 +189,15 @@ def _measured_plan(config: Config, info: DatasetInfo, manifest: AcceptedManifest
     machine = _machine(config, data, setup_runtime(config.train))
     val_images = manifest.per_split.get("val", 0)
     budget, crops, finest = config.plan.budget_minutes, config.plan.crops, finest_width(config.model.arch)
-    made = plan(data, machine, budget, val_images, pinned, crops=crops, finest=finest)
+    val_passes = 1 if config.train.ema_decay is None else 2  # the weights, then their moving average
+    made = plan(data, machine, budget, val_images, pinned, crops=crops, finest=finest, val_passes=val_passes)
     calibration = None
     for _ in range(MAX_CALIBRATIONS):  # time the planned settings until the plan stays where it was timed
         calibration = _calibrate(config, made, machine.kind, manifest)
-        made = plan(data, machine, budget, val_images, pinned, calibration, crops, finest)
+        made = plan(data, machine, budget, val_images, pinned, calibration, crops, finest, val_passes)
         if calibration.matches(made.value("train.input"), int(made.value("train.batch_size"))):
             break
     if speed != 1 and calibration is not None:  # the real epochs' overhead over the probe stays; times scale
-        made = plan(data, machine.scaled(speed), budget, val_images, pinned, calibration.scaled(speed), crops, finest)
+        scaled = machine.scaled(speed), calibration.scaled(speed)
+        made = plan(data, scaled[0], budget, val_images, pinned, scaled[1], crops, finest, val_passes)
     return made

@@ -110,6 +110,8 @@ def _resume_point(config: Config, session: training.Session, mode: str) -> Train
     session.model.load_state_dict(saved["model"])
     session.optimizer.load_state_dict(saved["optimizer"])
     session.scheduler.load_state_dict(saved["scheduler"])
+    if session.average is not None:  # the fingerprint holds train.ema_decay: a checkpoint of these params has it
+        session.average.load_state_dict(saved["average"])
     restore_rng(saved["rng"])  # the sampler and augmentation reseed from the epoch number
     if session.dist.is_main:
         print(f"train: resuming after epoch {state.epoch}/{config.train.epochs} from {config.paths.checkpoint}")
@@ -191,16 +193,20 @@ def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
                 _choose_threshold(config, session)
             pd.DataFrame(state.history).to_csv(paths.history, index=False)
             tracking.log_artifact(paths.history, "training")
-            tracking.log_metrics({"train/best_epoch": state.best_epoch, "train/best_val_score": state.best_score})
+            kept = ModelMeta.read(paths)
+            tracking.log_metrics({"train/best_epoch": state.best_epoch, "train/best_val_score": state.best_score,
+                                  "train/kept_average": float(kept.averaged)})  # fmt: skip
             run_info.write(paths)
     seconds = time.perf_counter() - start
     dist.barrier()  # rank 0 has written the model
+    kept = ModelMeta.read(paths)
     if dist.is_main:
+        which = "the weights' moving average" if kept.averaged else "the weights"
         print(
             f"train: best val {config.primary_metric} {state.best_score:.4f} at epoch {state.best_epoch}/"
-            f"{train_cfg.epochs} ({seconds:.0f}s this session, {dist.world} process(es)) -> {paths.weights}"
+            f"{train_cfg.epochs}, {which} ({seconds:.0f}s this session, {dist.world} process(es)) -> {paths.weights}"
         )
-    return ModelMeta.read(paths)
+    return kept
 
 
 def _choose_threshold(config: Config, session: training.Session) -> float:
