@@ -102,7 +102,7 @@ def plot_groups(table: pd.DataFrame, metric: str, path: Path, title: str, overal
 def plot_corruptions(table: pd.DataFrame, metric: str, path: Path, title: str) -> None:
     """One line per corruption: ``metric`` against severity (``table``: a row per severity, 0 the clean score, a
     column per corruption), so the corruption a model cannot stand falls furthest."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     severities = table["severity"].tolist()
     for column in (c for c in table.columns if c != "severity"):
         ax.plot(severities, table[column], marker="o", label=column.replace("_", " "))
@@ -111,7 +111,7 @@ def plot_corruptions(table: pd.DataFrame, metric: str, path: Path, title: str) -
     ax.set_ylabel(metric)
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
