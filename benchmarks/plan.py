@@ -102,6 +102,7 @@ def run_arm(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
                 "epochs": trained.epochs,
                 "best_epoch": trained.epoch,
                 "val_miou": common.score(metrics["miou"]),
+                "corruption_mean": common.score(metrics.get("corruption_mean")),  # null: evaluate.corruptions off
                 "per_class_iou": common.per_class_iou(metrics),
                 "rarest": weights.rarest(RAREST),
                 "per_image": common.per_image(config),

@@ -232,3 +232,34 @@ def test_passes_reports_val_miou_per_size_and_passes(tmp_path: Path) -> None:
     assert [(a["size"], a["epochs"]) for a in arms] == [(32, 1), (32, 2)]
     assert all(0 <= a["val_miou"] <= 1 and 1 <= a["best_epoch"] <= a["epochs"] for a in arms)
     assert table_rows(printed, "| input |") == ["32x32", "32x32"]
+
+
+def test_generalise_splits_camvid_by_sequence_and_compares_the_old_defaults(tmp_path: Path) -> None:
+    # CamVid's layout with its sequence names, in small frames (the size of the work): 0006R0 sits in train/ and
+    # must become val; 0016E5 sits in both and must all be train
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(1)
+    palette = rng.integers(0, 256, (256, 3)).astype(np.float64)
+    frames = {"train": ["0001TP", "0001TP", "0006R0", "0006R0", "0016E5", "0016E5"], "val": ["0016E5", "0016E5"]}
+    for split, sequences in frames.items():
+        for index, sequence in enumerate(sequences):
+            image, mask = synthetic_frame(rng, palette)
+            write_pair(root, (split, f"{split}annot"), f"{sequence}_{index:05d}.png", image[::4, ::4], mask[::4, ::4])
+    # the old arm at this very commit: what is checked is the worktree and the stage commands, not old code
+    report, printed = report_of("generalise.py", tmp_path / "generalise.json", "--camvid", root, "--budgets",
+                                "0.02", "0.01", "--old-ref", "HEAD")  # fmt: skip
+    assert report["frames"] == {"train": {"0001TP": 2, "0016E5": 4}, "val": {"0006R0": 2}}
+    assert [arm["arm"] for arm in report["arms"]] == ["old", "new-0.01", "new-0.02"], "budgets in rising order"
+    val_ids = sorted(p.stem for p in (root / "train").glob("0006R0_*.png"))
+    for arm in report["arms"]:
+        assert sorted(arm["per_image"]) == val_ids
+        assert finite(arm["val_miou"]) and 0 <= arm["val_miou"] <= 1
+        assert finite(arm["corruption_mean"]) and 0 <= arm["corruption_mean"] <= 1
+        assert "| `train.epochs` |" in arm["plan"]
+    news = [arm["val_miou"] for arm in report["arms"][1:]]
+    assert report["rises"] == (news[0] < news[1])
+    compared = report["comparison"]
+    assert compared["new"] == "new-0.02" and compared["images"] == len(val_ids)
+    assert compared["interval"][0] <= compared["mean_difference"] <= compared["interval"][1]
+    assert table_rows(printed, "| arm |") == ["old", "new-0.01", "new-0.02"]
+    assert "new-0.02 - old: mean per-image mIoU difference" in printed
