@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import _camvid as common
-from plan import AUTO, USER_TRACKING_URI, compare, run_arm
+from plan import AUTO, USER_TRACKING_URI, compare, difference_line, run_arm
 
 SEQUENCE = r"^(?P<group>[0-9A-Za-z]+)_"  # CamVid names frames <sequence>_<frame>.png
 OLD_REF = "ef4e418"  # the last commit before the honest-splits issue (issue 24)
@@ -159,11 +159,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nval mIoU rises with the budget: {'yes' if report['rises'] else 'no'}")
     diff = report.get("comparison")
     if diff:
-        low, high = diff["interval"]
-        print(
-            f"{diff['new']} - old: mean per-image mIoU difference {diff['mean_difference']:+.4f}, 95% paired "
-            f"bootstrap interval [{low:+.4f}, {high:+.4f}] over {diff['images']} val images"
-        )
+        print(difference_line(diff["new"], "old", diff))
 
 
 def main() -> int:

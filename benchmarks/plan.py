@@ -174,10 +174,15 @@ def print_report(report: dict[str, Any]) -> None:
     for name in names:
         print(f"| IoU {name} | {diff['rarest'][name][0]} | {diff['rarest'][name][1]} |")
     print(f"| mean IoU of the {len(names)} rarest | {diff['rarest_mean'][0]} | {diff['rarest_mean'][1]} |")
+    print("\n" + difference_line("planned", other["arm"], diff))
+
+
+def difference_line(one: str, other: str, diff: dict[str, Any]) -> str:
+    """The paired comparison (:func:`compare`) in words: ``one`` minus ``other``, the mean and its interval."""
     low, high = diff["interval"]
-    print(
-        f"\nplanned - {other['arm']}: mean per-image mIoU difference {diff['mean_difference']:+.4f}, 95% paired "
-        f"bootstrap interval [{low:+.4f}, {high:+.4f}] over {diff['images']} val images"
+    return (
+        f"{one} - {other}: mean per-image mIoU difference {diff['mean_difference']:+.4f}, 95% paired bootstrap "
+        f"interval [{low:+.4f}, {high:+.4f}] over {diff['images']} val images"
     )
 
 
