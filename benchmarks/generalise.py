@@ -16,7 +16,7 @@ Arms, each every key ``auto`` with params changed only in ``data`` and ``plan.bu
   in a scratch directory, at the largest budget; its model is then scored by today's evaluate (the same per-image
   scores and corruptions as the other arms). ``--skip-old`` leaves it out.
 - ``new-<budget>``: today's defaults at each of ``--budgets`` minutes (10, 20 and 40), with ``data.groups`` set to
-  the sequence.
+  the sequence (and ``--set`` overrides, to weigh a candidate default against the old one).
 
 The report: per arm the plan table, the epochs, val mIoU, the IoU of the four rarest classes (by train pixel share)
 and the mean score under corruptions; whether val mIoU rises with the budget; and, at the largest budget, new minus
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import _camvid as common
-from plan import AUTO, USER_TRACKING_URI, compare, difference_line, run_arm
+from plan import AUTO, USER_TRACKING_URI, compare, difference_line, extra, run_arm
 
 SEQUENCE = r"^(?P<group>[0-9A-Za-z]+)_"  # CamVid names frames <sequence>_<frame>.png
 OLD_REF = "ef4e418"  # the last commit before the honest-splits issue (issue 24)
@@ -50,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--val-sequences", nargs="+", default=["0006R0"])
     parser.add_argument("--old-ref", default=OLD_REF, help="the commit whose defaults the old arm runs")
     parser.add_argument("--skip-old", action="store_true", help="only today's defaults at each budget")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="params overrides (YAML values) for today's arms: balance.method=none")  # fmt: skip
     common.add_camvid_option(parser)
     common.add_json_option(parser)
     return parser.parse_args()
@@ -176,7 +178,7 @@ def main() -> int:
         base |= {"tracking.experiment": "generalise-benchmark"}
         arms = []
         for budget in budgets:
-            arm = run_arm(f"new-{budget:g}", base | AUTO | {"plan.budget_minutes": budget})
+            arm = run_arm(f"new-{budget:g}", base | AUTO | {"plan.budget_minutes": budget} | extra(args))
             arms.append(arm | {"budget_minutes": budget})
         old = None if args.skip_old else old_arm(args.old_ref, data, budgets[-1])
     newest = arms[-1]
