@@ -232,7 +232,7 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
     plot_confusion_matrix(result.confusion.numpy(), info.classes, files.confusion_matrix, title=f"{split}: {headline}")
     corrupted: dict[str, float] = {}
     if config.evaluate.corruptions:
-        summary, corrupted = _score_corruptions(config, files, dataset, inference, model, runtime, info,
+        summary, corrupted = _score_corruptions(config, files, dataset, inference, model, runtime, info, primary,
                                                 metrics[primary])  # fmt: skip
         metrics |= summary
     absent = tuple(absent_classes(result.confusion, info.classes))
@@ -240,13 +240,13 @@ def _score_split(config: Config, split: str, rows: pd.DataFrame, model: torch.nn
 
 
 def _score_corruptions(config: Config, files: EvaluatedSplit, dataset: ImageDataset, inference: Inference,
-                       model: torch.nn.Module, runtime: Runtime, info: DatasetInfo,
+                       model: torch.nn.Module, runtime: Runtime, info: DatasetInfo, primary: str,
                        clean: float) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
     """The split scored again under each corruption at each severity (:mod:`visionflow.corruptions`, seeded by
     ``project.seed``), through the same inference path. Writes corruptions.csv and .png; returns the summary for
     metrics.json (each corruption's mean over the severities, their mean, its ratio to the clean score, the
-    seconds it took) and every corruption and severity's score for MLflow."""
-    primary = "miou" if inference.task == "segmentation" else "accuracy"
+    seconds it took) and every corruption and severity's score for MLflow. ``primary``: the headline metric,
+    ``clean`` its value on the uncorrupted split."""
     start = time.perf_counter()
     loader = make_loader(dataset, config.evaluate.batch_size)
     scores: dict[str, list[float]] = {}

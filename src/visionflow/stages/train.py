@@ -165,6 +165,7 @@ def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
     state = _resume_point(config, session, resume)
     resumed = state.epoch
     start = time.perf_counter()
+    kept: ModelMeta | None = None  # what rank 0 wrote, read once
     with _open_run(config, state, dist, session.info) as run_info:
         if run_info is not None and not state.run_id:
             _log_data_stages(config, session.info, session.splits)
@@ -199,7 +200,8 @@ def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
             run_info.write(paths)
     seconds = time.perf_counter() - start
     dist.barrier()  # rank 0 has written the model
-    kept = ModelMeta.read(paths)
+    if kept is None:  # the other ranks read what rank 0 wrote
+        kept = ModelMeta.read(paths)
     if dist.is_main:
         which = "the weights' moving average" if kept.averaged else "the weights"
         print(
