@@ -285,6 +285,8 @@ def _train_epoch(session: Session, epoch: int, grad_clip: float | None) -> dict[
         after_step=None if average is None else lambda: average.update(session.model),
     )
     session.dist.share_buffers(session.model)
+    if average is not None:  # averaged from each rank's own BatchNorm statistics: rank 0's on every rank
+        session.dist.share_buffers(average.module)
     fitted = time.perf_counter()
     primary = session.primary
     loss, score = _validate(session, session.model)

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from tests.conftest import TINY, make_config, run_tool
 from visionflow.data import builtin
 from visionflow.models import load_model
-from visionflow.stages import balance, prepare, validate
+from visionflow.stages import balance, evaluate, prepare, validate
 
 
 @pytest.mark.slow
@@ -40,3 +40,6 @@ def test_two_process_ddp_run_makes_one_model_and_one_mlflow_run(workdir: Path) -
     assert (meta.epochs, meta.epoch) == (2, int(best["epoch"])), "model.pt holds the best of the two epochs"
     assert meta.score == pytest.approx(best["val_score"]) and meta.classes == tuple(builtin.CLASSES)
     assert not list(workdir.glob("data/model/*.partial")), "no half-written files from a second writer"
+    # the val pass scored on each rank's share what rank 0 saved (weights or their average, BatchNorm statistics
+    # included): evaluate, on one process, finds the same score
+    assert evaluate.run(config).val["miou"] == pytest.approx(meta.score, abs=1e-6)
