@@ -45,7 +45,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
     extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    fixed = {"model.arch": args.arch, "tracking.experiment": "camvid-benchmark", "train.augment.scale": [0.8, 1.25]}
+    fixed = {"model.arch": args.arch, "tracking.experiment": "camvid-benchmark",
+             "train.augment": {"scale": [0.8, 1.25], "affine": 1.0}}  # fmt: skip
     return common.camvid_overrides(args) | fixed | extra
 
 

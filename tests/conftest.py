@@ -81,6 +81,7 @@ PINNED = {
     "train.batch_size": 16,
     "train.lr": 0.003,
     "train.rare_crops": 0.333,
+    "train.augment": {"hflip": 0.5},
 }
 
 

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
-PLANNED = ("input", "batch_size", "lr", "epochs", "rare_crops")  # the train keys that may be ``auto``
+PLANNED = ("input", "batch_size", "lr", "epochs", "rare_crops", "augment")  # the train keys that may be ``auto``
 
 
 class _Section(BaseModel):
@@ -529,17 +529,29 @@ class InputConfig(_Section):
 
 
 class AugmentConfig(_Section):
-    """Train-time augmentation: geometry applies to image and mask alike, colour to the image only."""
+    """A written train-time augmentation policy (visionflow.data.augment, through torchvision.transforms.v2):
+    geometry moves image and mask alike (the mask by nearest neighbour, pixels from outside the image ignored),
+    colour, blur and noise touch the image only. Each change applies to an image with its probability."""
 
     hflip: float = Field(0.5, ge=0, le=1)  # probability of a left-right flip
     vflip: float = Field(0.0, ge=0, le=1)  # probability of an up-down flip
-    scale: tuple[float, float] | None = None  # random rescale range (e.g. [0.75, 1.5]), cropped/padded back
-    color_jitter: float = Field(0.0, ge=0, lt=1)  # max relative change of brightness, contrast, saturation
+    rotate: float = Field(0.0, ge=0, le=180)  # largest rotation in degrees, either way (nnU-Net 2D: 180)
+    scale: tuple[float, float] | None = None  # zoom range [low, high] about the centre (nnU-Net: [0.7, 1.4])
+    affine: float = Field(0.2, ge=0, le=1)  # probability that an image is rotated and zoomed (where either is set)
+    brightness: float = Field(0.0, ge=0, lt=1)  # largest relative change: a factor in [1 - b, 1 + b] (nnU-Net: 0.25)
+    contrast: float = Field(0.0, ge=0, lt=1)  # the same for contrast about the mean grey (nnU-Net: 0.25)
+    saturation: float = Field(0.0, ge=0, lt=1)  # the same for saturation about each pixel's grey
+    gamma: tuple[float, float] | None = None  # range of the power of intensities in [0, 1] (nnU-Net: [0.7, 1.5])
+    colour: float = Field(0.15, ge=0, le=1)  # probability of each of brightness, contrast, saturation, gamma
+    blur: float = Field(0.0, ge=0, le=1)  # probability of a Gaussian blur, sigma 0.5-1 px (nnU-Net: 0.2)
+    noise: float = Field(0.0, ge=0, le=1)  # probability of Gaussian noise, sigma 5% of the range (nnU-Net: 0.1)
 
     @model_validator(mode="after")
-    def _scale_range(self) -> AugmentConfig:
-        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale {list(self.scale)}: expected [low, high] with 0 < low <= high")
+    def _ranges(self) -> AugmentConfig:
+        for name in ("scale", "gamma"):
+            bounds = getattr(self, name)
+            if bounds is not None and not 0 < bounds[0] <= bounds[1]:
+                raise ValueError(f"{name} {list(bounds)}: expected [low, high] with 0 < low <= high")
         return self
 
 
@@ -567,7 +579,7 @@ class TrainConfig(_Section):
     # crop policy: the share of crops centred on a pixel of a rare class the image holds (rare: a train pixel
     # share below an even one, 1 / classes); the others are uniform
     rare_crops: Annotated[float, Field(ge=0, le=1)] | Auto = 1 / 3
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig | Auto = AugmentConfig()  # auto: planned from the train masks' layout (plan.md)
     channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the hardware has it
     num_threads: int | None = None  # torch intra-op threads; null keeps torch's choice
@@ -679,6 +691,8 @@ class Config(_Section):
         update = {k.removeprefix("train."): v for k, v in values.items() if k in self.auto_keys}
         if "input" in update:
             update["input"] = InputConfig.model_validate(update["input"])
+        if "augment" in update:
+            update["augment"] = AugmentConfig.model_validate(update["augment"])
         return self.model_copy(update={"train": self.train.model_copy(update=update)})
 
     @property

@@ -216,8 +216,11 @@ def test_pinned_values_stay_and_the_rest_is_planned_around_them() -> None:
 def test_with_the_size_batch_and_epochs_pinned_nothing_is_measured() -> None:
     pinned = {"train.input": {"size": [128, 128], "policy": "crop"}, "train.batch_size": 4, "train.epochs": 3}
     assert needs_measuring(["train.lr", "train.rare_crops"]) is False and needs_measuring(["train.epochs"])
-    made = unmeasured(pinned, ["train.lr", "train.rare_crops"], "Unet-resnet18", 2.0)
+    auto = ["train.lr", "train.rare_crops", "train.augment"]
+    made = unmeasured(pinned, auto, "Unet-resnet18", 2.0, data(64, {"disc": 20}))
     assert made.machine == "not measured (Unet-resnet18)" and [d.key for d in made.decisions] == list(PLANNED_KEYS)
+    augment = next(d for d in made.decisions if d.key == "train.augment")  # needs only the fingerprint
+    assert augment.value == {"hflip": 0.5} and "3 passes over the train images, fewer than 40" in augment.reason
     assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(4 / 16), rel=1e-4), "the lr follows the batch"
     assert "nnU-Net" in next(d.reason for d in made.decisions if d.key == "train.rare_crops"), "crops are pinned"
 

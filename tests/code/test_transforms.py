@@ -1,4 +1,4 @@
-"""Input policies, augmentation, mapping logits back to the original resolution, batching mixed sizes."""
+"""Input policies, mapping logits back to the original resolution, batching mixed sizes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from visionflow.data.dataset import EpochSampler, ImageDataset
 from visionflow.data.transforms import (
-    Augment,
     apply_policy,
     decide,
     normalise,
@@ -125,30 +124,6 @@ def test_normalise_matches_the_encoder_statistics() -> None:
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     expected = ((images.float() / 255 - mean) / std).permute(0, 3, 1, 2)
     assert torch.allclose(normalise(images), expected, atol=1e-5)
-
-
-def test_augmentation_moves_image_and_mask_together_and_is_reproducible() -> None:
-    image, mask = sample(64, 64)
-    augment = Augment(hflip=0.5, vflip=0.5, scale=(0.6, 1.4))
-    outputs = []
-    for seed in (3, 3, 4):
-        generator = torch.Generator().manual_seed(seed)
-        out_image, out_mask = augment(image, mask, 255, generator)
-        assert out_image.shape == (64, 64, 3) and out_mask.shape == (64, 64)
-        outputs.append((out_image, out_mask))
-    assert torch.equal(outputs[0][1], outputs[1][1]), "same seed, same draw"
-    assert not torch.equal(outputs[0][1], outputs[2][1])
-    flips = Augment(hflip=1.0, vflip=1.0)
-    flipped_image, flipped_mask = flips(image, mask, 255, torch.Generator())
-    assert torch.equal(flipped_mask, mask.flip(0).flip(1))
-    assert_aligned(flipped_image, flipped_mask)
-
-
-def test_colour_jitter_changes_the_image_only() -> None:
-    image, mask = sample(32, 32)
-    out_image, out_mask = Augment(hflip=0.0, color_jitter=0.5)(image, mask, 255, torch.Generator().manual_seed(0))
-    assert torch.equal(out_mask, mask) and not torch.equal(out_image, image)
-    assert out_image.dtype == torch.uint8
 
 
 def test_collate_pads_mixed_sizes_with_the_ignore_index() -> None:

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,11 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from visionflow.data.masks import read_mask
-from visionflow.data.transforms import Augment, apply_policy, crop_around, resize, scaled_size
+from visionflow.data.transforms import apply_policy, crop_around, resize, scaled_size
 from visionflow.handoffs import DatasetInfo
+
+if TYPE_CHECKING:  # the augmentation (torchvision) is for training only: serving never imports it
+    from visionflow.data.augment import Augment
 
 try:  # a faster PNG decoder; PIL decodes everything without it
     import imagecodecs

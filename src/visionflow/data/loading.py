@@ -10,8 +10,9 @@ import pandas as pd
 from torch.utils.data import DataLoader, Sampler
 
 from visionflow.config import Config, InputConfig
+from visionflow.data.augment import Augment
 from visionflow.data.dataset import DecodedCache, ImageDataset
-from visionflow.data.transforms import Augment, pad_collate
+from visionflow.data.transforms import pad_collate
 from visionflow.handoffs import DatasetInfo
 
 __all__ = ["ShardSampler", "make_dataset", "make_loader"]
@@ -28,8 +29,9 @@ def make_dataset(
     labels = rows["label"].to_numpy(dtype=np.int64) if classification else None
     augment, seed = None, 0
     if train:
-        a = config.train.augment
-        augment = Augment(hflip=a.hflip, vflip=a.vflip, scale=a.scale, color_jitter=a.color_jitter)
+        if config.train.augment == "auto":
+            raise ValueError("train.augment is auto: train runs the planned config (visionflow.stages.train.planned)")
+        augment = Augment(config.train.augment.model_dump())
         seed = config.project.seed
     return ImageDataset(
         rows,

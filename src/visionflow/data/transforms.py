@@ -1,8 +1,8 @@
-"""Geometry and colour transforms on uint8 tensors, applied identically to an image and its mask.
+"""Input policies on uint8 tensors, applied identically to an image and its mask, and mapping logits back.
 
-Images are (H, W, 3) uint8, masks (H, W) int64; both stay on the CPU. Pure functions plus one ``Augment``
-object that draws its randomness from a ``torch.Generator`` it is given, so training is deterministic and a
-resumed run draws the same numbers.
+Images are (H, W, 3) uint8, masks (H, W) int64; both stay on the CPU. Pure functions; the random crops draw from
+a ``torch.Generator`` they are given, so training is deterministic and a resumed run draws the same numbers
+(train-time augmentation is :mod:`visionflow.data.augment`).
 
 Input policies (``train.input`` / ``evaluate.input``):
 
@@ -19,7 +19,6 @@ Evaluation scores at the original mask resolution: :func:`restore` maps logits b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -28,7 +27,6 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "STRIDE",
-    "Augment",
     "apply_policy",
     "crop_around",
     "decide",
@@ -275,52 +273,6 @@ def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     if logits.ndim == 4:  # max(...).indices: the same first-maximum ids as argmax, and measured faster on CPU
         return logits.contiguous(memory_format=torch.channels_last).max(dim=1).indices
     return logits.argmax(dim=1)
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Train-time augmentation; geometry applies to image and mask alike, colour to the image only."""
-
-    hflip: float = 0.5  # probability of a left-right flip
-    vflip: float = 0.0  # probability of an up-down flip
-    scale: tuple[float, float] | None = None  # random rescale range, then a random crop/pad back to the size
-    color_jitter: float = 0.0  # max relative change of brightness, contrast and saturation
-
-    def __call__(
-        self,
-        image: torch.Tensor,
-        mask: torch.Tensor | None,
-        ignore_index: int,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        def draw() -> float:
-            return float(torch.rand(1, generator=generator))
-
-        if self.scale is not None:
-            low, high = self.scale
-            factor = low + (high - low) * draw()
-            height, width = image.shape[:2]
-            scaled = (max(1, round(height * factor)), max(1, round(width * factor)))
-            image, mask = resize(image, mask, scaled)
-            image, mask = apply_policy(image, mask, "crop", (height, width), ignore_index, generator)
-        if draw() < self.hflip:
-            image, mask = image.flip(1), None if mask is None else mask.flip(1)
-        if draw() < self.vflip:
-            image, mask = image.flip(0), None if mask is None else mask.flip(0)
-        if self.color_jitter > 0:
-            factors = [1 + self.color_jitter * (2 * draw() - 1) for _ in range(3)]
-            image = jitter_colour(image, *factors)
-        return image, mask
-
-
-def jitter_colour(image: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
-    """Scale brightness, contrast (around the mean grey) and saturation (around each pixel's grey)."""
-    x = image.float() * brightness
-    grey = x @ torch.tensor([0.299, 0.587, 0.114])
-    x = (x - grey.mean()) * contrast + grey.mean()
-    grey = (x @ torch.tensor([0.299, 0.587, 0.114]))[..., None]
-    x = (x - grey) * saturation + grey
-    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def pad_collate(

@@ -63,6 +63,13 @@ class ClassPrint:
     width_p10: float | None  # an object's width: the median thickness of its pixels; 10th percentile; None: no objects
     width_p50: float | None  # the median object's width (every object counts once, a speck as much as a tree)
     width_by_pixels: float | None = None  # the median thickness over all the class's pixels: what the planner reads
+    # where its pixels lie: their mean position, as a share of the image's height from the top (row) and of its
+    # width from the left (column), 0.5 the middle; and the share of the images holding it in which its own centre
+    # lies above (left of) the middle. None: no pixels. What the augmentation rule reads.
+    centre_row: float | None = None
+    centre_column: float | None = None
+    above_share: float | None = None
+    left_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,20 @@ def _percentiles(values: Sequence[float], points: Sequence[float]) -> tuple[floa
     return tuple(round(float(v), 2) for v in np.percentile(np.asarray(values, dtype=float), points))
 
 
+def _positions(mask: np.ndarray, num: int, ignore_index: int) -> np.ndarray:
+    """(2, num): per class, the sums over its pixels of their row and of their column position, each the pixel
+    centre's share of the image's height or width (0 top / left, 1 bottom / right)."""
+    height, width = mask.shape
+    bins = num + 1  # ignored pixels (and any id beyond the classes) counted in a spare bin
+    ids = np.where((mask == ignore_index) | (mask >= num), num, mask).astype(np.int64)
+    per_row = np.bincount((ids + bins * np.arange(height)[:, None]).ravel(), minlength=height * bins)
+    per_column = np.bincount((ids + bins * np.arange(width)[None, :]).ravel(), minlength=width * bins)
+    per_row, per_column = per_row.reshape(height, bins), per_column.reshape(width, bins)
+    rows = (np.arange(height) + 0.5) / height
+    columns = (np.arange(width) + 0.5) / width
+    return np.stack([rows @ per_row, columns @ per_column])[:, :num]
+
+
 def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_index: int) -> DataPrint:
     """The fingerprint of the train split's masks (class ids, the ignore index for unlabelled pixels)."""
     num = len(classes)
@@ -195,6 +216,8 @@ def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_inde
     objects: list[list[int]] = [[] for _ in range(num)]
     widths: list[list[np.ndarray]] = [[] for _ in range(num)]  # each object's median level
     thickness = np.zeros((num, len(_RADII)), np.int64)  # pixels per class and thickness level
+    position = np.zeros((2, num))  # per class, the sums of its pixels' row and column positions (shares of a side)
+    sides = np.zeros((2, num), np.int64)  # per class, the images in which its centre lies above / left of the middle
     heights, side_widths, ignored, total, images = [], [], 0, 0, 0
     for mask in masks:
         images += 1
@@ -204,6 +227,9 @@ def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_inde
         ignored += int((mask == ignore_index).sum())
         total += mask.size
         pixels += counts
+        sums = _positions(mask, num, ignore_index)
+        position += sums
+        sides += (sums < 0.5 * counts) & (counts > 0)
         for c in np.flatnonzero(counts):
             medians, levels = _objects(mask == c)
             holding[c] += 1
@@ -226,6 +252,10 @@ def fingerprint(masks: Iterable[np.ndarray], classes: Sequence[str], ignore_inde
                 width_p10=p10,
                 width_p50=p50,
                 width_by_pixels=_width(_median_level(thickness[c])) if len(every) else None,
+                centre_row=round(float(position[0, c] / pixels[c]), 4) if pixels[c] else None,
+                centre_column=round(float(position[1, c] / pixels[c]), 4) if pixels[c] else None,
+                above_share=round(float(sides[0, c] / holding[c]), 4) if holding[c] else None,
+                left_share=round(float(sides[1, c] / holding[c]), 4) if holding[c] else None,
             )
         )
     return DataPrint(

@@ -162,7 +162,8 @@ def run(config: Config, speed: float = 1.0) -> PlanFile:
         )
     if classifier or not needs_measuring(config.auto_keys):  # nothing to measure: the same file on every machine
         model = f"{config.model.arch}-{config.model.encoder}" if not classifier else config.model.arch
-        made = unmeasured(pinned, config.auto_keys, model, config.plan.budget_minutes)  # names what it is for
+        data = None if classifier or "train.augment" not in config.auto_keys else _fingerprint(config, info, manifest)
+        made = unmeasured(pinned, config.auto_keys, model, config.plan.budget_minutes, data)  # names what it is for
     else:
         made = _measured_plan(config, info, manifest, pinned, speed)
     if speed == 1:
@@ -177,15 +178,19 @@ def run(config: Config, speed: float = 1.0) -> PlanFile:
     return made
 
 
+def _fingerprint(config: Config, info: DatasetInfo, manifest: AcceptedManifest) -> DataPrint:
+    """The train split's fingerprint, from its decoded masks (the cache training reads)."""
+    cache = DecodedCache.open(manifest.split("train"), config.paths.cache, info)
+    masks = (np.asarray(cache.mask(i)) for i in tqdm(range(len(cache)), desc="fingerprint", unit="img"))
+    return fingerprint(masks, info.classes, info.ignore_index)
+
+
 def _measured_plan(config: Config, info: DatasetInfo, manifest: AcceptedManifest, pinned: dict[str, Any],
                    speed: float) -> PlanFile:  # fmt: skip
     """The plan from the train split's fingerprint and this machine's measured speed, the planned settings timed by
     real epochs until the plan stays where it was timed; then, for ``speed`` != 1, planned again with every
     measured time divided by ``speed``."""
-    rows = manifest.split("train")
-    cache = DecodedCache.open(rows, config.paths.cache, info)
-    masks = (np.asarray(cache.mask(i)) for i in tqdm(range(len(cache)), desc="fingerprint", unit="img"))
-    data = fingerprint(masks, info.classes, info.ignore_index)
+    data = _fingerprint(config, info, manifest)
     machine = _machine(config, data, setup_runtime(config.train))
     val_images = manifest.per_split.get("val", 0)
     budget, crops, finest = config.plan.budget_minutes, config.plan.crops, finest_width(config.model.arch)
