@@ -98,6 +98,7 @@ def camvid_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "train.lr": args.lr,
         "train.input": {"size": list(args.input_size), "policy": "resize"},  # hand-set: every planned key pinned
         "train.rare_crops": 0.333,  # unused without crops
+        "train.augment": {"hflip": 0.5},  # left-right flips: the policy these benchmarks were tuned with
     }
 
 
