@@ -251,9 +251,9 @@ class NamesConfig(_Section):
     suffix (``{id}_label.png``) matches whole file names; one without (``{id}``, ``{id}_label``) matches the name
     before any image suffix (.png, .jpg, .tif, .gif, ...)."""
 
-    image: str = "{id}"
-    mask: str = "{id}"
-    region: str = "{id}"
+    image: str = "{id}"  # an image's file name, e.g. "{id}.jpg"
+    mask: str = "{id}"  # its mask's, e.g. "{id}_label.png"
+    region: str = "{id}"  # its region mask's (splits with a regions folder)
 
     @model_validator(mode="after")
     def _one_id_each(self) -> NamesConfig:
@@ -351,8 +351,8 @@ class MasksConfig(_Section):
     ``"r,g,b"``. A class is named or given by id; ``ignore`` (or the ignore index) marks pixels left out. A stored
     value or colour missing from the table is named by validate, with the file."""
 
-    values: dict[int, str | int] | None = None
-    colors: dict[str, str | int] | None = None
+    values: dict[int, str | int] | None = None  # grey or palette-index value -> class (name, id or ignore)
+    colors: dict[str, str | int] | None = None  # "#rrggbb" or "r,g,b" -> class (name, id or ignore)
 
     @model_validator(mode="after")
     def _one_table(self) -> MasksConfig:
@@ -424,9 +424,9 @@ class DataConfig(_Section):
     groups: GroupsConfig = GroupsConfig()  # which images belong together (a video, a patient, a site)
     val_split: ValSplitConfig | None = None  # carve val out of train (data without a val split); null: off
     masks: MasksConfig = MasksConfig()  # folder source: stored mask values or colours -> classes
-    builtin: BuiltinConfig = BuiltinConfig()
-    digits: DigitsConfig = DigitsConfig()
-    csv: CsvConfig = CsvConfig()
+    builtin: BuiltinConfig = BuiltinConfig()  # builtin source: the generated segmentation set
+    digits: DigitsConfig = DigitsConfig()  # digits source: scikit-learn's handwritten digits
+    csv: CsvConfig = CsvConfig()  # csv source: the table of images and labels
 
     _names_form = field_validator("names", mode="before")(_names_form)
 
@@ -477,8 +477,8 @@ class ValidateConfig(_Section):
     min_image_size: int = Field(16, ge=1)  # smallest accepted width or height, in pixels
     near_duplicate_distance: int = Field(8, ge=-1)  # Hamming distance on 256-bit dHash; -1 turns it off
     required_splits: list[str] = ["train", "val"]  # splits that must keep at least one image
-    class_share: ClassShareConfig = ClassShareConfig()
-    drift: DriftConfig = DriftConfig()
+    class_share: ClassShareConfig = ClassShareConfig()  # bounds on each class's train pixel share (warnings)
+    drift: DriftConfig = DriftConfig()  # change against the last accepted data that is reported
     severity: dict[str, Severity] = {}  # per-check override, e.g. {near_duplicate: error, classes_in_train: warning}
     max_listed: int = Field(20, ge=1)  # failing files printed per run (the JSON summary has all of them)
 
@@ -562,10 +562,10 @@ Auto = Literal["auto"]  # a key the plan stage decides (visionflow.planning.rule
 
 
 class TrainConfig(_Section):
-    epochs: Annotated[int, Field(ge=1)] | Auto = 25
-    batch_size: Annotated[int, Field(ge=1)] | Auto = 16
-    lr: Annotated[float, Field(gt=0)] | Auto = 3e-3
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: Annotated[int, Field(ge=1)] | Auto = 25  # passes over the train images; auto: as many as the budget holds
+    batch_size: Annotated[int, Field(ge=1)] | Auto = 16  # the global batch (under DDP each rank takes its share)
+    lr: Annotated[float, Field(gt=0)] | Auto = 3e-3  # AdamW's peak learning rate; auto: 3e-3 x sqrt(batch / 16)
+    weight_decay: float = Field(1e-4, ge=0)  # AdamW's decoupled weight decay
     schedule: Literal["onecycle", "cosine"] = "onecycle"  # cosine: linear warmup, then cosine decay to 0
     warmup_epochs: float = Field(1.0, ge=0)  # cosine schedule only
     grad_clip: float | None = Field(5.0, gt=0)  # max gradient norm; null: no clipping
@@ -583,7 +583,7 @@ class TrainConfig(_Section):
     channels_last: bool = True  # NHWC memory layout: faster convolutions on this CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the hardware has it
     num_threads: int | None = None  # torch intra-op threads; null keeps torch's choice
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where torch finds a GPU, else the CPU
 
     @model_validator(mode="after")
     def _some_loss(self) -> TrainConfig:
@@ -595,7 +595,7 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1)  # images per forward pass when scoring
     overlays: int = Field(4, ge=0)  # images shown in each of the best and the worst overlay panels
     input: InputConfig | None = None  # null: train.input's size (policy resize; pad after pad; window after crop)
     overlap: float = Field(0.5, ge=0, lt=1)  # window policy: share of a window its neighbour covers
@@ -619,13 +619,13 @@ class RegisterConfig(_Section):
     gate_split: Literal["auto", "val", "test"] = "auto"
     min_delta: float = 0.0  # the CI's lower bound of the mean per-image gain must exceed this
     max_class_drop: float = Field(0.05, ge=0)  # largest allowed drop of any class's IoU (classification: recall)
-    bootstrap_resamples: int = Field(2000, ge=100)
-    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap_resamples: int = Field(2000, ge=100)  # resamples of the gate's paired bootstrap over images
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # the level of the gate's interval
 
 
 class TrackingConfig(_Section):
     uri: str | None = None  # null: MLFLOW_TRACKING_URI, else a SQLite file in the working tree
-    experiment: str = "visionflow"
+    experiment: str = "visionflow"  # the MLflow experiment the runs go to
     local_db: Path = Path("mlflow.db")  # embedded default store (ignored by git)
     local_artifacts: Path = Path("mlartifacts")  # embedded default artifact root (ignored by git)
 

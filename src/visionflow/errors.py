@@ -4,7 +4,7 @@ registry) or a service that is away, and carries the exit status the CLI ends wi
 The CLI shows these as one line. Anything else is a crash: the CLI prints its traceback and exits with
 :data:`CRASH`, which the Prefect flows treat as transient and retry (an out-of-memory, a CUDA fault, a bug that a
 second try may not hit). :data:`EXIT_CODES` is the one table of what each status means and whether the flows retry
-it; the README shows the same table (a test holds the two together).
+it; docs/concepts.md shows the same table (a test holds the two together).
 """
 
 from __future__ import annotations

@@ -53,14 +53,15 @@ def test_an_unexpected_error_shows_its_traceback_and_exits_as_a_crash(
     assert "crash: prepare: RuntimeError: CUDA out of memory (injected)" in result.output
 
 
-def test_every_expected_error_has_a_code_in_the_table_and_the_readme_shows_the_table() -> None:
+def test_every_expected_error_has_a_code_in_the_table_and_the_docs_show_the_table() -> None:
     table = {entry.code: entry for entry in errors.EXIT_CODES}
     classes = [errors.VisionflowError, *_subclasses(errors.VisionflowError)]
     for cls in classes[1:]:
         assert cls.exit_code in table, f"{cls.__name__} exits {cls.exit_code}, which EXIT_CODES does not list"
-    rows = re.findall(r"^\| (\d+) \| ([^|]+) \| [^|]+ \| (yes|no) \|$", (REPO / "README.md").read_text(), re.M)
-    readme = {int(code): (name.strip(), retried == "yes") for code, name, retried in rows}
-    assert readme == {code: (entry.name, entry.retried) for code, entry in table.items()}
+    page = (REPO / "docs" / "concepts.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \| [^|]+ \| (yes|no) \|$", page, re.M)
+    shown = {int(code): (name.strip(), retried == "yes") for code, name, retried in rows}
+    assert shown == {code: (entry.name, entry.retried) for code, entry in table.items()}
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -130,7 +130,7 @@ LAYOUT_SHARE = 0.01  # rule 6: ... read for the classes that hold at least this 
 TILT = 15.0  # rule 6: the rotation (degrees either way) where up and down mean something: a camera's tilt
 # rule 6: the passes over the train images (epochs x crops per image) from which the whole set pays; below, the
 # model is still fitting the train images and augmentation beyond a left-right flip only slows it. Measured on the
-# built-in shapes (64x64, batch 8; bf16 AMD EPYC Zen 4; README "Input size and augmentation"): at 21 passes
+# built-in shapes (64x64, batch 8; bf16 AMD EPYC Zen 4; docs/training.md "Input size and augmentation"): at 21 passes
 # left-right flips alone reached val mIoU 0.857, with vertical flips 0.834, with rotation and zoom too 0.819,
 # left-right flips with the photometric set 0.817, and every run was still rising at its last epoch
 FULL_AUGMENT_PASSES = 40
