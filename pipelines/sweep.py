@@ -56,7 +56,7 @@ def run_all(repo: Path, plan: SweepPlan, jobs: int) -> None:
 @task(cache_policy=NO_CACHE)
 def results(repo: Path, plan: SweepPlan, names: list[str], config: Config) -> tuple[list[dict[str, Any]], str]:
     metric = plan.metric or f"val.{config.primary_metric}"
-    rows = sweep_results(repo, plan, names, metric, config.paths.metrics.as_posix())
+    rows = sweep_results(repo, plan, names, metric, config.paths.headline.as_posix())
     return rows, metric
 
 

@@ -8,6 +8,7 @@ Errors: the project's expected errors (:class:`~visionflow.errors.VisionflowErro
 from __future__ import annotations
 
 import importlib
+import pickle
 import sys
 import traceback
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from visionflow.config import Config, load_config
-from visionflow.errors import CRASH, VisionflowError
+from visionflow.errors import CRASH, InputError, VisionflowError
 from visionflow.stages import STAGES
 
 __all__ = ["app", "main"]
@@ -173,9 +174,12 @@ def rollback_command(params: ParamsOption = Path("params.yaml")) -> None:
     typer.echo(f"rollback: {config.model_name} @champion v{demoted} -> v{restored}")
 
 
+MODEL_HELP = "models:/NAME@champion, models:/NAME/3, runs:/..., a logged model's folder, or a model.pt from train"
+
+
 @app.command("predict")
 def predict_command(
-    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/3, runs:/..., a path")],
+    model: Annotated[str, typer.Option("--model", help=MODEL_HELP)],
     input_dir: Annotated[Path, typer.Option("--input", help="folder of images")],
     output_dir: Annotated[Path, typer.Option("--output", help="where masks + overlays or predictions.csv go")],
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
@@ -192,10 +196,25 @@ def predict_command(
     config = _guarded("predict", lambda: load_config(params)) if params.is_file() else Config()
     if model.startswith("models:/"):
         _guarded("predict", lambda: tracking.ensure_reachable(config))
-    predictor = _guarded("predict", lambda: tracking.load_predictor(config, model))
+    predictor = _guarded("predict", lambda: _predictor(config, model))
     result = _guarded("predict", lambda: predict_folder(predictor, input_dir, output_dir, batch_size, streams))
     failed = f", {result.failed} unreadable (see errors.csv)" if result.failed else ""
     typer.echo(f"predict: {result.images} images -> {result.output}{failed}")
+
+
+def _predictor(config: Config, model: str) -> Any:
+    """The predictor of a logged model (an MLflow URI or folder), or of a ``model.pt`` file that train wrote."""
+    from visionflow import tracking
+
+    path = Path(model)
+    if not path.is_file():
+        return tracking.load_predictor(config, model)
+    from visionflow.serving import Predictor
+
+    try:
+        return Predictor.from_file(path)
+    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+        raise InputError(f"{path}: not a model.pt written by `visionflow train` ({type(exc).__name__})") from None
 
 
 def main() -> None:

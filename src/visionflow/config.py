@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -165,6 +166,11 @@ class PathsConfig(_Section):
         return self.validation / "report.md"
 
     @property
+    def validation_page(self) -> Path:
+        """report.md as one self-contained HTML page: readable offline, unlike the Data Docs' CDN scripts."""
+        return self.validation / "report.html"
+
+    @property
     def validation_reference(self) -> Path:
         """Statistics of the last accepted dataset, kept across runs (a persistent DVC output) for drift."""
         return self.validation / "reference.json"
@@ -204,6 +210,11 @@ class PathsConfig(_Section):
     @property
     def metrics(self) -> Path:
         return self.evaluation / "metrics.json"
+
+    @property
+    def headline(self) -> Path:
+        """The headline figures of each eval split (``dvc metrics show``); metrics.json holds every figure."""
+        return self.evaluation / "headline.json"
 
     def evaluated(self, split: str) -> EvaluatedSplit:
         """evaluate's tables and plots of one split (``val``, ``test``), in a folder of their own."""
@@ -612,7 +623,8 @@ class EvaluateConfig(_Section):
 
 
 class RegisterConfig(_Section):
-    model_name: str | None = None  # registered model name; null: visionflow-segmenter / visionflow-classifier
+    # the registered model's name; null: the dataset's name and the task (camvid-segmenter, digits-classifier)
+    model_name: str | None = None
     metric: str | None = None  # headline metric in listings and tags; null: val_miou / val_accuracy
     # The promotion gate: candidate and champion scored now on one eval split, paired by image. auto: test when
     # the data has a test split (the candidate's best epoch was chosen on val), else val.
@@ -706,10 +718,25 @@ class Config(_Section):
         return InputConfig(size=self.train.input.size, policy=policy, scale=self.train.input.scale)
 
     @property
+    def dataset_name(self) -> str:
+        """The data's name, in lower case: the built-in generator's (``builtin-shapes``, ``builtin-wires``,
+        ``digits``), else the data root's folder name (``camvid``): the MLflow dataset and the registered model
+        are named from it."""
+        data = self.data
+        if data.source == "builtin":
+            name = f"builtin-{data.builtin.kind}"
+        elif data.source == "digits":
+            name = "digits"
+        else:
+            name = Path(os.path.normpath(data.root.absolute())).name
+        return re.sub(r"[^a-z0-9._]+", "-", name.lower()).strip("-._") or "data"
+
+    @property
     def model_name(self) -> str:
-        """The registered model name: register.model_name, or one per task so the tasks never share aliases."""
-        default = "visionflow-segmenter" if self.project.task == "segmentation" else "visionflow-classifier"
-        return self.register_.model_name or default
+        """The registered model name: register.model_name, or the dataset's name and the task (``camvid-segmenter``,
+        ``digits-classifier``), so that another dataset (other classes) never meets this one's champion."""
+        task = "segmenter" if self.project.task == "segmentation" else "classifier"
+        return self.register_.model_name or f"{self.dataset_name}-{task}"
 
     @property
     def primary_metric(self) -> str:

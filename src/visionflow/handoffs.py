@@ -520,11 +520,17 @@ class TrainingRun(_JsonFile, schema=1, made_by="train", what="MLflow run record"
 # evaluate
 
 
+# the figures `dvc metrics show` shows per split (those of the model's task): segmentation, classification, then
+# the mean under corruptions and its ratio to the clean score, and a binary model's threshold
+HEADLINE = ("miou", "mean_dice", "pixel_accuracy", "mean_class_accuracy", "accuracy", "balanced_accuracy", "macro_f1",
+            "corruption_mean", "corruption_ratio", "threshold")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class EvaluationMetrics(_JsonFile, schema=2, made_by="evaluate", what="evaluation metrics", where="metrics"):
-    """The model's scores on val, and on test where the data has one (``dvc metrics show`` reads this file):
-    undefined scores are null. Per split: the images scored and the classes absent from it (left out of the
-    means)."""
+    """The model's scores on val, and on test where the data has one: undefined scores are null. Per split: the
+    images scored and the classes absent from it (left out of the means). :meth:`headline` is what ``dvc metrics
+    show`` shows."""
 
     val: dict[str, float | None]
     test: dict[str, float | None] | None = None  # null: the data has no test split
@@ -534,6 +540,12 @@ class EvaluationMetrics(_JsonFile, schema=2, made_by="evaluate", what="evaluatio
     @property
     def splits(self) -> tuple[str, ...]:
         return ("val",) if self.test is None else ("val", "test")
+
+    def headline(self) -> dict[str, dict[str, float | int | None]]:
+        """Per split, the figures a person compares runs by (:data:`HEADLINE`, those the task has) and the images
+        scored; the per-class figures and the timings stay in metrics.json."""
+        return {split: {k: self.scores(split)[k] for k in HEADLINE if k in self.scores(split)}
+                | {"images": self.images.get(split)} for split in self.splits}  # fmt: skip
 
     def scores(self, split: str) -> dict[str, float | None]:
         """One split's figures; a split that was not scored is an error naming the file."""

@@ -275,7 +275,7 @@ class SweepPlan:
     grid: dict[str, list[Any]]  # every combination of these values is one experiment
     fixed: dict[str, Any] = field(default_factory=dict)  # `set:` overrides shared by every experiment
     stage: str = "evaluate"  # run the pipeline up to here; the chosen one is registered after `dvc exp apply`
-    metric: str | None = None  # key in metrics.json, e.g. val.miou; null: the task's primary val metric
+    metric: str | None = None  # key in headline.json, e.g. val.miou; null: the task's primary val metric
 
     @classmethod
     def read(cls, path: Path) -> SweepPlan:

@@ -73,12 +73,16 @@ def load_split(config: Config, split: str) -> EvalSplit:
     return EvalSplit(split, ids, images, truths, info.classes, info.ignore_index, info.task)
 
 
+class ClassesDiffer(RegistryError):
+    """A registered version predicts other classes than the data it is asked to be scored on."""
+
+
 def score_version(config: Config, uri: str, data: EvalSplit) -> Scores:
     """Score a logged model (``models:/name/3``, ``models:/name@champion``) on ``data`` with its own
     preprocessing."""
     predictor = tracking.load_predictor(config, uri)
     if tuple(predictor.meta.classes) != tuple(data.classes):
-        raise RegistryError(
+        raise ClassesDiffer(
             f"{uri} predicts classes {list(predictor.meta.classes)}; the {data.split} split has {list(data.classes)}"
         )
     predictions = predictor.predict(data.images)
@@ -116,8 +120,12 @@ def gate_and_alias(config: Config, version: str, force: bool = False, data: Eval
         promoted, reasons = True, ("forced: the gate was not applied",)
     else:
         data = data or load_split(config, gate_split(config))
-        gate = _gate(config, name, str(version), champion_version, data)
-        promoted, reasons = gate.promote, gate.reasons
+        try:
+            gate = _gate(config, name, str(version), champion_version, data)
+            promoted, reasons = gate.promote, gate.reasons
+        except ClassesDiffer as exc:  # the name is shared with a model of another dataset: keep, never promote
+            promoted, reasons = False, (f"not compared: {exc}; register.model_name names the registered model that "
+                                        "this data's versions go to: give this dataset a name of its own",)  # fmt: skip
     if promoted:
         if champion_version is not None:
             tracking.set_alias(config, name, "previous", champion_version)

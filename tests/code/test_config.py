@@ -111,6 +111,7 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.accepted,
         paths.quarantine,
         paths.validation_report,
+        paths.validation_page,
         paths.validation_reference,
         paths.validation_summary,
         paths.data_docs,
@@ -125,6 +126,7 @@ def test_dvc_yaml_declares_the_files_the_code_writes() -> None:
         paths.run_info,
         paths.history,
         paths.metrics,
+        paths.headline,
         *(paths.evaluated(split).root for split in EVAL_SPLITS),
         paths.registration,
         paths.decision,
@@ -177,3 +179,18 @@ def test_val_split_defaults_and_bounds(tmp_path: Path) -> None:
         load_config(write(tmp_path, "data:\n  val_split: {by: patient}\n"))
     with pytest.raises(ConfigError, match=r"'data.val_split.share': Input should be less than 1"):
         load_config(write(tmp_path, "data:\n  val_split: {share: 1}\n"))
+
+
+def test_the_registered_name_comes_from_the_dataset_unless_params_name_it(tmp_path: Path) -> None:
+    base = load_config(REPO / "params.yaml")
+    assert (base.dataset_name, base.model_name) == ("builtin-shapes", "builtin-shapes-segmenter")
+    wires = load_config(REPO / "params.yaml", {"data.builtin.kind": "wires"})
+    assert wires.model_name == "builtin-wires-segmenter", "other classes, another name"
+    root = tmp_path / "My Roads (2024)"
+    folder = {"data.source": "folder", "data.root": str(root / "sub" / ".."), "data.preset": "camvid"}
+    assert load_config(REPO / "params.yaml", folder).model_name == "my-roads-2024-segmenter"
+    digits = load_config(REPO / "params.yaml", {"project.task": "classification", "data.source": "digits",
+                                                "train.loss.dice": 0.0})  # fmt: skip
+    assert digits.model_name == "digits-classifier"
+    named = load_config(REPO / "params.yaml", folder | {"register.model_name": "roads"})
+    assert named.model_name == "roads"

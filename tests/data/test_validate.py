@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -206,6 +207,8 @@ def test_many_failing_files_are_counted_and_the_first_few_named(
     assert sorted(f["file"] for f in summary["failures"]) == files, "the summary keeps every file"
     report_md = config.paths.validation_report.read_text()
     assert all(f"`{file}`" in report_md for file in files), "the report lists every file"
+    page = config.paths.validation_page.read_text()
+    assert all(f"<code>{file}</code>" in page for file in files) and "Data validation FAILED" in page
 
 
 def failure(file: str, check: str) -> Failure:
@@ -377,16 +380,23 @@ def markdown_cells(text: str) -> list[tuple[str, ...]]:
     return [tuple(cell.strip().strip("`") for cell in row.strip("|").split(" | ")) for row in rows]
 
 
-def test_console_and_markdown_show_the_same_rows() -> None:
+def html_cells(text: str) -> list[tuple[str, ...]]:
+    rows = re.findall(r"<tr>(.*?)</tr>", text)
+    return [tuple(html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r))
+            for r in rows]  # fmt: skip
+
+
+def test_console_markdown_and_html_show_the_same_rows() -> None:
     summary = hand_made_summary()
     shown = report.tables(summary, max_listed=2)
     expected = [row for table in shown for row in (table.header, *table.rows)]
     assert ("image_decodes", "error", "FAIL", "2") in expected and ("drift", "warning", "n/a", "0") in expected
     assert ("brightness_mean", "80.0", "40.0", "-40.0", "20.0") in expected
-    console, markdown = report.console(summary, 2), report.markdown(summary, 2)
-    assert markdown_cells(markdown) == expected
+    console, markdown, page = report.console(summary, 2), report.markdown(summary, 2), report.html(summary, 2)
+    assert markdown_cells(markdown) == expected == html_cells(page)
     assert [cells for cells in console_cells(console) if len(cells) > 1] == expected
-    for text in (console, markdown):
+    assert not re.search(r"(src|href)=", page), "one self-contained page: nothing loaded from elsewhere"
+    for text in (console, markdown, html.unescape(page)):
         assert "10 inputs = 8 accepted + 2 rejected" in text and "and 1 more in the JSON summary" in text
         assert "d/val/c.png" not in text and "width_mean" not in text, "only max_listed failures, only drifting rows"
 

@@ -33,7 +33,7 @@ TINY_TRAIN = {
     "input": {"size": None, "policy": "resize"},
     "rare_crops": 0.333,
 }
-MODEL = "visionflow-segmenter"
+MODEL = "builtin-shapes-segmenter"
 
 
 def set_params(repo: Path, **sections: dict[str, Any]) -> None:
@@ -287,7 +287,7 @@ def test_a_two_point_sweep_runs_both_experiments_and_registers_the_best(tmp_path
     assert set(experiments) == {"tiny-1", "tiny-2"}
     scores = {}
     for name, data in experiments.items():
-        scores[name] = data["metrics"]["data/evaluation/metrics.json"]["data"]["val"]["miou"]
+        scores[name] = data["metrics"]["data/evaluation/headline.json"]["data"]["val"]["miou"]
         assert data["params"]["params.yaml"]["data"]["train"]["lr"] == {"tiny-1": 0.001, "tiny-2": 0.01}[name]
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")

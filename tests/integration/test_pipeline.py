@@ -58,6 +58,9 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
         assert (project / path).is_file(), path
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
     assert metrics["val"]["miou"] >= 0.3, f"three epochs lift val mIoU well above an untrained model's; {metrics}"
+    shown = run_tool("dvc", "metrics", "show", cwd=project).stdout  # the headline figures, readable
+    assert "headline.json" in shown and "val.miou" in shown and "iou_" not in shown, shown
+    assert max(map(len, shown.splitlines())) <= 160, shown
 
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("visionflow")
@@ -93,11 +96,12 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
         "validation/report.md",
         "training/history.csv",
         "evaluation/metrics.json",
+        "evaluation/headline.json",
         "evaluation/val/confusion_matrix.png",
     ):
         assert (local / artifact).is_file(), artifact
 
-    version = client.get_model_version_by_alias("visionflow-segmenter", "champion")
+    version = client.get_model_version_by_alias("builtin-shapes-segmenter", "champion")
     assert str(version.version) == "1" and version.run_id == run.info.run_id
     assert (project / "mlartifacts").is_dir(), "artifacts stay in the working tree"
 
@@ -110,7 +114,7 @@ def test_registered_model_loads_and_predicts(project: Path) -> None:
     from visionflow.serving import decode_mask
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    uri = "models:/visionflow-segmenter@champion"
+    uri = "models:/builtin-shapes-segmenter@champion"
     packed = Path(mlflow.artifacts.download_artifacts(uri))
     assert (packed / "code" / "visionflow" / "serving.py").is_file(), "the model carries its code"
     meta = ModelMeta.load(next(packed.glob("artifacts/model.pt")))
@@ -135,7 +139,7 @@ def test_second_repro_does_nothing_and_epochs_rerun_only_the_model(project: Path
     registration = json.loads((project / "data/registry/registration.json").read_text())
     assert registration["version"] == "2" and registration["alias"] == "challenger", registration
     client = mlflow_client(project)
-    assert str(client.get_model_version_by_alias("visionflow-segmenter", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("builtin-shapes-segmenter", "champion").version) == "1"
     assert len(client.search_runs([client.get_experiment_by_name("visionflow").experiment_id])) == 2
 
     shown = run_tool("dvc", "metrics", "show", cwd=project).stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,16 @@ def test_pyfunc_takes_base64_or_arrays_and_matches_predict(trained: tuple[Config
     errors = pd.read_csv(workdir / "out" / "errors.csv")
     assert errors["file"].str.endswith("broken.png").all()
     assert (workdir / "out" / "img_0_overlay.jpg").is_file()
+    # the model.pt train wrote predicts alike, with no registry involved
+    command = ["predict", "--input", str(images), "--params", "nowhere.yaml", "--output"]
+    from_file = CliRunner().invoke(app, [*command, str(workdir / "out_file"), "--model", str(config.paths.weights)])
+    assert from_file.exit_code == 0, from_file.output
+    for i in range(3):
+        assert np.array_equal(np.array(Image.open(workdir / "out_file" / f"img_{i}.png")),
+                              np.array(Image.open(workdir / "out" / f"img_{i}.png")))  # fmt: skip
+    (workdir / "notes.pt").write_text("not a model")
+    bad = CliRunner().invoke(app, [*command, str(workdir / "out_bad"), "--model", str(workdir / "notes.pt")])
+    assert bad.exit_code == 7 and "notes.pt: not a model.pt written by `visionflow train`" in bad.output, bad.output
 
     import mlflow
 
@@ -190,3 +201,32 @@ def test_a_version_registered_before_the_metadata_carried_preprocessing_still_lo
     assert decision["gate"] is not None and decision["gate"]["images"] == len(val.ids), "both were scored"
     assert decision["gate"]["mean_difference"] == pytest.approx(0.0, abs=1e-9), "same weights, same masks"
     assert not candidate.promoted and candidate.alias == "challenger"
+
+
+def test_a_name_whose_champion_predicts_other_classes_keeps_the_new_version_as_challenger(
+    trained: tuple[Config, Path], workdir: Path
+) -> None:
+    """Two datasets registered under one name: the second one's version is kept as challenger, with the reason and
+    the fix (register.model_name), not a registry error; the first one's champion stays."""
+    import mlflow
+
+    import visionflow
+
+    config, weights = trained
+    state, meta = load_weights_and_meta(weights)
+    other = workdir / "other"
+    other.mkdir()
+    renamed = replace(meta, classes=tuple(f"other_{name}" for name in meta.classes))  # another dataset's model
+    renamed.save(other / "model.pt", state)
+    mlflow.set_tracking_uri(tracking.tracking_uri(config))
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=VisionflowPyfunc(), artifacts={"weights": str(other /
+                                "model.pt")}, registered_model_name=config.model_name,
+                                code_paths=[str(Path(visionflow.__file__).parent)])  # fmt: skip
+    tracking.set_alias(config, config.model_name, "champion", "1")
+    second = register_current(config)
+    assert (second.alias, second.promoted) == ("challenger", False)
+    assert "predicts classes ['other_background'" in second.reasons[0] and "register.model_name" in second.reasons[0]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert str(client.get_model_version_by_alias(config.model_name, "champion").version) == "1", "the first stays"
+    assert client.get_model_version(config.model_name, second.version).tags["gate.decision"] == "not promoted"

@@ -50,9 +50,9 @@ def test_classification_on_builtin_digits_reaches_090_and_is_registered(workdir:
     for plot in (files.confusion_matrix, files.overlays_best, files.overlays_worst):
         assert plot.stat().st_size > 5000, plot
     registered = register.run(config)
-    assert (registered.name, registered.alias, registered.metric) == ("visionflow-digits", "champion", "val_accuracy")
+    assert (registered.name, registered.alias, registered.metric) == ("digits-classifier", "champion", "val_accuracy")
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    version = client.get_model_version_by_alias("visionflow-digits", "champion")
+    version = client.get_model_version_by_alias("digits-classifier", "champion")
     run = client.get_run(version.run_id)
     assert run.data.tags["task"] == "classification"
     assert run.data.metrics["val_macro_f1"] == pytest.approx(metrics["macro_f1"], abs=1e-6)

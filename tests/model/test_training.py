@@ -61,12 +61,18 @@ def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:
     result = evaluate_stage.run(tiny_config)
     report = json.loads(tiny_config.paths.metrics.read_text())
     assert abs(report["val"]["miou"] - result.val["miou"]) < 1e-6
+    headline = json.loads(tiny_config.paths.headline.read_text())  # what `dvc metrics show` shows
+    assert list(headline) == ["val"] and headline["val"]["miou"] == report["val"]["miou"]
+    assert headline["val"]["images"] == report["images"]["val"] and "corruption_mean" in headline["val"]
+    assert not any(k.startswith(("iou_", "dice_")) or k.endswith("seconds") for k in headline["val"])
     val = tiny_config.paths.evaluated("val")
     assert val.confusion_matrix.stat().st_size > 1000
     per_image = pd.read_csv(val.per_image)
     assert len(per_image) == report["images"]["val"] and per_image["miou"].between(0, 1).all()
     assert val.overlays_best.is_file() and val.overlays_worst.is_file()
     assert report["test"] is None and (tiny_config.paths.evaluated("test").root / "README.md").is_file()
+    no_test = pd.read_csv(tiny_config.paths.evaluated("test").per_class)  # the test plot's file, with no rows
+    assert no_test.empty and list(no_test.columns) == list(pd.read_csv(val.per_class).columns)
     registered = register.run(tiny_config)
     assert registered.alias == "champion" and registered.version == "1"
 

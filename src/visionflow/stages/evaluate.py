@@ -13,6 +13,7 @@ confusion matrix and best/worst panels.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -286,6 +287,9 @@ def run(config: Config) -> EvaluationMetrics:
             files = _fresh_folder(paths.evaluated(split))
             note = f"The data has no {split} split; evaluate scored {', '.join(splits)}.\n"
             (files.root / "README.md").write_text(note, encoding="utf-8")
+            # the split's plot file with its header and no rows: `dvc plots show` leaves the plot out, no warning
+            none = np.zeros((len(info.classes),) * 2, dtype=np.int64)
+            pd.DataFrame(per_class_table(none, info.classes)).iloc[:0].to_csv(files.per_class, index=False)
     report = EvaluationMetrics(
         _rounded(scored["val"].metrics),
         _rounded(scored["test"].metrics) if "test" in scored else None,
@@ -293,6 +297,7 @@ def run(config: Config) -> EvaluationMetrics:
         {split: list(s.absent) for split, s in scored.items()},
     )
     report.write(paths)
+    paths.headline.write_text(json.dumps(report.headline(), indent=2) + "\n", encoding="utf-8")
 
     with tracking.open_run(config, training_run):
         for split, s in scored.items():
@@ -302,6 +307,7 @@ def run(config: Config) -> EvaluationMetrics:
             for path in paths.evaluated(split).files:
                 tracking.log_artifact(path, f"evaluation/{split}")
         tracking.log_artifact(paths.metrics, "evaluation")
+        tracking.log_artifact(paths.headline, "evaluation")
     for split, s in scored.items():
         print(f"evaluate: {split} {s.headline} on {s.images} images")
         if "corruption_mean" in s.metrics:
@@ -311,7 +317,8 @@ def run(config: Config) -> EvaluationMetrics:
                   f"{m['corruption_seconds']:.0f} s)")  # fmt: skip
         _print_per_class(meta.task, s.metrics, info.classes)
         _print_groups(s.groups)
-    print(f"evaluate: -> {paths.metrics}, {', '.join(str(paths.evaluated(split).root) for split in scored)}")
+    folders = ", ".join(str(paths.evaluated(split).root) for split in scored)
+    print(f"evaluate: -> {paths.headline}, {paths.metrics}, {folders}")
     return report
 
 

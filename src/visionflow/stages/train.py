@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,11 +50,11 @@ def _log_data_stages(config: Config, info: DatasetInfo, splits: dict[str, pd.Dat
     """What the data stages produced, so the run holds the whole story of its model: the accepted manifest as the
     run's dataset (one input per split), and the validation and balance reports as artifacts."""
     paths = config.paths
-    source = info.source if info.source in ("builtin", "digits") else Path(info.root).name
-    tracking.log_datasets(splits, name=source, source=info.root, digest=tracking.data_hash(config))
+    tracking.log_datasets(splits, name=config.dataset_name, source=info.root, digest=tracking.data_hash(config))
     for path, where in (
         (paths.validation_summary, "validation"),
         (paths.validation_report, "validation"),
+        (paths.validation_page, "validation"),
         (paths.quarantine, "validation"),
         (paths.data_docs, "validation/data_docs"),
         (paths.class_weights, "balance"),

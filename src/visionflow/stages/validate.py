@@ -115,12 +115,13 @@ def _docs_index(paths: PathsConfig) -> Path:
 
 
 def _write_reports(config: Config, summary: ValidationSummary, quarantine: pd.DataFrame) -> None:
-    """quarantine.csv, summary.json and report.md (the Data Docs are written by the checkpoints)."""
+    """quarantine.csv, summary.json, report.md and report.html (the Data Docs are written by the checkpoints)."""
     paths = config.paths
     paths.validation.mkdir(parents=True, exist_ok=True)
     quarantine.to_csv(paths.quarantine, index=False)
     summary.write(paths)
     paths.validation_report.write_text(report.markdown(summary, config.validate_.max_listed), encoding="utf-8")
+    paths.validation_page.write_text(report.html(summary, config.validate_.max_listed), encoding="utf-8")
 
 
 def _read_reference(path: Path) -> dict[str, Any] | None:

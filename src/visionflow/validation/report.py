@@ -1,12 +1,14 @@
-"""What validate shows: one set of tables from the summary, rendered for the console and as markdown.
+"""What validate shows: one set of tables from the summary, rendered for the console, as markdown and as HTML.
 
 :func:`tables` is the one place that decides what the reports hold (each check's result, the failures, the drifting
-statistics); :func:`console` and :func:`markdown` only lay those same rows out. :func:`failure_message` is the one
-line a failed run ends with: it names the first few offending files and the count, the reports list them all.
+statistics); :func:`console`, :func:`markdown` and :func:`html` only lay those same rows out.
+:func:`failure_message` is the one line a failed run ends with: it names the first few offending files and the
+count, the reports list them all.
 """
 
 from __future__ import annotations
 
+import html as _html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 from visionflow.handoffs import CheckOutcome, Failure, ValidationSummary
 from visionflow.validation.checks import Check
 
-__all__ = ["NAMED_IN_ERROR", "Table", "console", "failure_message", "markdown", "tables"]
+__all__ = ["NAMED_IN_ERROR", "Table", "console", "failure_message", "html", "markdown", "tables"]
 
 NAMED_IN_ERROR = 5  # offending files (classes, statistics) the one-line error names before "and N more"
 
@@ -115,6 +117,39 @@ def markdown(summary: ValidationSummary, max_listed: int) -> str:
     status = "passed" if summary.success else "FAILED"
     top = [f"# Data validation {status}", "", f"**{summary.accounting()}** (on_error `{summary.mode}`)"]
     return "\n".join([*top, *_render(tables(summary, max_listed), _markdown_table)]) + "\n"
+
+
+_STYLE = """body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; } th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th { background: #f0f0f0; text-align: left; } td.n { text-align: right; } code { font-size: 0.9em; }
+.FAIL { background: #f6d3b8; font-weight: bold; } .warn { background: #fbf3c4; } .ok { color: #0b5e8a; }"""
+
+
+def _html_table(table: Table) -> list[str]:
+    lines = [f"<h2>{_html.escape(table.title)}</h2>"] + ([f"<p>{_html.escape(table.note)}</p>"] if table.note else [])
+    if table.rows:
+        lines += ["<table>", "<tr>" + "".join(f"<th>{_html.escape(h)}</th>" for h in table.header) + "</tr>"]
+        for row in table.rows:
+            cells = []
+            for i, cell in enumerate(row):
+                text = f"<code>{_html.escape(cell)}</code>" if i in table.code and cell else _html.escape(cell)
+                classes = " ".join(c for c in ("n" if i in table.right else "", cell if cell in
+                                                ("FAIL", "warn", "ok") else "") if c)  # fmt: skip
+                cells.append(f'<td class="{classes}">{text}</td>' if classes else f"<td>{text}</td>")
+            lines.append("<tr>" + "".join(cells) + "</tr>")
+        lines.append("</table>")
+    return lines + ([f"<p>{_html.escape(table.more)}.</p>"] if table.more else [])
+
+
+def html(summary: ValidationSummary, max_listed: int) -> str:
+    """report.html: :func:`tables` as one self-contained page (no scripts, styles or fonts from elsewhere), so the
+    report reads offline and wherever it is copied."""
+    status = "passed" if summary.success else "FAILED"
+    body = [f"<h1>Data validation {status}</h1>",
+            f"<p><strong>{_html.escape(summary.accounting())}</strong> (on_error <code>{summary.mode}</code>)</p>",
+            *_render(tables(summary, max_listed), _html_table)]  # fmt: skip
+    head = f'<meta charset="utf-8"><title>Data validation {status}</title><style>\n{_STYLE}\n</style>'
+    return f"<!DOCTYPE html>\n<html>\n<head>{head}</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
 
 
 def _first(items: Sequence[str]) -> str:
