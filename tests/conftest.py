@@ -176,6 +176,8 @@ def copy_project(dest: Path) -> Path:
     run_tool("git", "config", "user.name", "visionflow tests", cwd=dest)
     run_tool("dvc", "init", "-q", cwd=dest)
     run_tool("dvc", "config", "core.analytics", "false", cwd=dest)
+    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots")  # `dvc plots show`'s offline page
+    run_tool("dvc", "config", "plots.html_template", "plots/offline.html", cwd=dest)
     run_tool("git", "add", "-A", cwd=dest)
     run_tool("git", "commit", "-q", "-m", "pipeline", cwd=dest)
     return dest

@@ -8,6 +8,7 @@ Errors: the project's expected errors (:class:`~visionflow.errors.VisionflowErro
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import sys
 import traceback
@@ -124,6 +125,42 @@ for _name, _doc in STAGES.items():
         app.command(name="plan")(plan_command)
     else:
         _register_stage(_name, _doc)
+
+
+@app.command("init")
+def init_command(
+    root: Annotated[Path, typer.Argument(help="the dataset folder")],
+    params: ParamsOption = Path("params.yaml"),
+    write: Annotated[
+        bool, typer.Option("--write", help="write the data section into params (else only show it)")
+    ] = False,
+) -> None:
+    """Look at a dataset folder and say how to read it: the data section of params and a registered name.
+
+    Prints what it found, with counts, and what it could not decide; writes params only with --write.
+    """
+    from visionflow.data import survey as surveying
+
+    found = _guarded("init", lambda: surveying.survey(root))
+    if found.data:  # the root as seen from the project (params.yaml's folder), where the stages run
+        found.data["root"] = os.path.relpath(root.resolve(), params.resolve().parent)
+    typer.echo(found.report())
+    if not found.data:
+        typer.echo("error: init: nothing to write: see what was not decided", err=True)
+        raise typer.Exit(code=InputError.exit_code)
+    from visionflow.config import DataConfig, registered_name
+
+    name = registered_name(_guarded("init", lambda: DataConfig.model_validate(found.data)), found.task)
+    current = params.read_text(encoding="utf-8") if params.is_file() else ""
+    text = surveying.params_text(current, found, name)
+    if not write:
+        section = text[text.index("# data: written by") :].split("\n\n")[0]
+        typer.echo(f"\n{section}\n(and register.model_name: {name})")
+        typer.echo(f"init: {params} not changed; --write writes this data section into it")
+        return
+    params.write_text(text, encoding="utf-8")
+    _guarded("init", lambda: load_config(params))  # what was written reads back
+    typer.echo(f"init: wrote the data section and register.model_name {name} into {params}; next: `dvc repro`")
 
 
 @app.command("models")

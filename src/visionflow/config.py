@@ -719,24 +719,14 @@ class Config(_Section):
 
     @property
     def dataset_name(self) -> str:
-        """The data's name, in lower case: the built-in generator's (``builtin-shapes``, ``builtin-wires``,
-        ``digits``), else the data root's folder name (``camvid``): the MLflow dataset and the registered model
-        are named from it."""
-        data = self.data
-        if data.source == "builtin":
-            name = f"builtin-{data.builtin.kind}"
-        elif data.source == "digits":
-            name = "digits"
-        else:
-            name = Path(os.path.normpath(data.root.absolute())).name
-        return re.sub(r"[^a-z0-9._]+", "-", name.lower()).strip("-._") or "data"
+        """The data's name (:func:`dataset_name`): the MLflow dataset and the registered model are named from it."""
+        return dataset_name(self.data)
 
     @property
     def model_name(self) -> str:
         """The registered model name: register.model_name, or the dataset's name and the task (``camvid-segmenter``,
         ``digits-classifier``), so that another dataset (other classes) never meets this one's champion."""
-        task = "segmenter" if self.project.task == "segmentation" else "classifier"
-        return self.register_.model_name or f"{self.dataset_name}-{task}"
+        return self.register_.model_name or registered_name(self.data, self.project.task)
 
     @property
     def primary_metric(self) -> str:
@@ -746,6 +736,23 @@ class Config(_Section):
     def flat(self) -> dict[str, Any]:
         """Dotted keys to plain values, as logged to MLflow."""
         return _flatten(self.model_dump(mode="json", by_alias=True))
+
+
+def dataset_name(data: DataConfig) -> str:
+    """The data's name, in lower case: the built-in generator's (``builtin-shapes``, ``builtin-wires``,
+    ``digits``), else the data root's folder name (``camvid``)."""
+    if data.source == "builtin":
+        name = f"builtin-{data.builtin.kind}"
+    elif data.source == "digits":
+        name = "digits"
+    else:
+        name = Path(os.path.normpath(data.root.absolute())).name
+    return re.sub(r"[^a-z0-9._]+", "-", name.lower()).strip("-._") or "data"
+
+
+def registered_name(data: DataConfig, task: str) -> str:
+    """The default registered model name: the dataset's name and the task (``camvid-segmenter``)."""
+    return f"{dataset_name(data)}-{'segmenter' if task == 'segmentation' else 'classifier'}"
 
 
 TASK_SOURCES = {"segmentation": ("builtin", "folder"), "classification": ("digits", "imagefolder", "csv")}

@@ -58,6 +58,10 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
         assert (project / path).is_file(), path
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
     assert metrics["val"]["miou"] >= 0.3, f"three epochs lift val mIoU well above an untrained model's; {metrics}"
+    run_tool("dvc", "plots", "show", "-o", "dvc_plots", cwd=project)  # no test split: no warning, no failure
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vegaEmbed" in page and "IoU per class (val)" in page, "drawn offline"
+    assert "IoU per class (test)" not in page
     shown = run_tool("dvc", "metrics", "show", cwd=project).stdout  # the headline figures, readable
     assert "headline.json" in shown and "val.miou" in shown and "iou_" not in shown, shown
     assert max(map(len, shown.splitlines())) <= 160, shown
