@@ -734,8 +734,21 @@ class Config(_Section):
         return "miou" if self.project.task == "segmentation" else "accuracy"
 
     def flat(self) -> dict[str, Any]:
-        """Dotted keys to plain values, as logged to MLflow."""
+        """Dotted keys to plain values."""
         return _flatten(self.model_dump(mode="json", by_alias=True))
+
+    def applicable(self) -> dict[str, Any]:
+        """:meth:`flat` without the keys this run does not read: the other sources' sections, the flows'
+        settings (no stage reads ``orchestration``), a segmenter's keys in a classifier's run: what MLflow logs."""
+        source, task = self.data.source, self.project.task
+        left_out = [f"data.{s}." for s in ("builtin", "digits", "csv") if s != source] + ["orchestration."]
+        if source != "folder":
+            left_out += ["data.preset", "data.splits", "data.names", "data.masks"]
+        if source != "csv":
+            left_out.append("data.groups.column")
+        if task == "classification":
+            left_out += [f"train.{k}" for k in ("rare_crops", "loss.dice")] + ["evaluate.overlap", "evaluate.flip"]
+        return {k: v for k, v in self.flat().items() if not k.startswith(tuple(left_out))}
 
 
 def dataset_name(data: DataConfig) -> str:

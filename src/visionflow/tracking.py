@@ -33,6 +33,7 @@ __all__ = [
     "continue_run",
     "data_hash",
     "delete_alias",
+    "describe_version",
     "ensure_reachable",
     "git_commit",
     "list_versions",
@@ -80,11 +81,29 @@ def _mlflow(config: Config) -> Any:
     return mlflow
 
 
+EXPERIMENT_NOTE = (
+    "visionflow: one run per trained model, named from the dataset, the model and its input size. Each holds its "
+    "params (those that apply), the validated data (Datasets), the plan, the training curves (train/), the "
+    "evaluation (val/, test/: per class, per group, under corruptions) and the logged model. "
+    "Registered models are named <dataset>-segmenter or <dataset>-classifier."
+)
+
+
 def _experiment_id(mlflow: Any, config: Config) -> str:
     experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    return str(mlflow.create_experiment(config.tracking.experiment, artifact_location=_artifact_root(config)))
+    if experiment is None:
+        made = mlflow.create_experiment(config.tracking.experiment, artifact_location=_artifact_root(config),
+                                        tags={"mlflow.note.content": EXPERIMENT_NOTE})  # fmt: skip
+        return str(made)
+    return str(experiment.experiment_id)
+
+
+def describe_version(config: Config, name: str, version: str, model: str, this_version: str) -> None:
+    """The registered model's description (what it is) and the version's (its data, plan, figures, decision):
+    what the registry's pages show first."""
+    mlflow_client = client(config)
+    mlflow_client.update_registered_model(name, description=model)
+    mlflow_client.update_model_version(name, str(version), description=this_version)
 
 
 def _artifact_root(config: Config) -> str | None:
@@ -146,7 +165,7 @@ def start_run(config: Config, run_name: str, tags: Mapping[str, str]) -> Iterato
     _system_metrics(mlflow)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags),
                           log_system_metrics=True) as run:  # fmt: skip
-        mlflow.log_params({k: "" if v is None else v for k, v in config.flat().items()})
+        mlflow.log_params({k: "" if v is None else v for k, v in config.applicable().items()})
         yield TrainingRun(run.info.run_id, experiment_id, tracking_uri(config))
 
 

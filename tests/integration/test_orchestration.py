@@ -33,7 +33,7 @@ TINY_TRAIN = {
     "input": {"size": None, "policy": "resize"},
     "rare_crops": 0.333,
 }
-MODEL = "builtin-shapes-segmenter"
+MODEL = "incoming-segmenter"  # registered under the name of the workspace's data folder, incoming/
 
 
 def set_params(repo: Path, **sections: dict[str, Any]) -> None:
@@ -294,10 +294,10 @@ def test_a_two_point_sweep_runs_both_experiments_and_registers_the_best(tmp_path
     runs = client.search_runs([client.get_experiment_by_name("visionflow").experiment_id], "tags.sweep = 'tiny'")
     assert sorted(r.data.tags["dvc_experiment"] for r in runs) == ["tiny-1", "tiny-2"]
     for run in runs:  # each experiment's own training run, with its evaluation logged into it
-        assert run.data.metrics["val_miou"] == pytest.approx(scores[run.data.tags["dvc_experiment"]], abs=1e-6)
+        assert run.data.metrics["val/miou"] == pytest.approx(scores[run.data.tags["dvc_experiment"]], abs=1e-6)
 
     best = max(scores, key=scores.__getitem__)
     assert f"best: {best}" in out and "applied and registered" in out
-    version = client.get_model_version_by_alias(MODEL, "champion")
+    version = client.get_model_version_by_alias("builtin-shapes-segmenter", "champion")
     assert client.get_run(version.run_id).data.tags["dvc_experiment"] == best
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == {"tiny-1": 0.001, "tiny-2": 0.01}[best]

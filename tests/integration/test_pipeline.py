@@ -60,7 +60,8 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     assert metrics["val"]["miou"] >= 0.3, f"three epochs lift val mIoU well above an untrained model's; {metrics}"
     run_tool("dvc", "plots", "show", "-o", "dvc_plots", cwd=project)  # no test split: no warning, no failure
     page = (project / "dvc_plots" / "index.html").read_text()
-    assert "cdn.jsdelivr" not in page and "vegaEmbed" in page and "IoU per class (val)" in page, "drawn offline"
+    assert not re.search(r"<script[^>]+src=", page), "drawn offline: the Vega libraries are in the page"
+    assert "vegaEmbed" in page and "IoU per class (val)" in page
     assert "IoU per class (test)" not in page
     shown = run_tool("dvc", "metrics", "show", cwd=project).stdout  # the headline figures, readable
     assert "headline.json" in shown and "val.miou" in shown and "iou_" not in shown, shown
@@ -72,7 +73,7 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     assert len(runs) == 1, "one MLflow run per pipeline execution"
     run = runs[0]
     assert run.data.params["train.epochs"] == str(EPOCHS) and run.data.params["balance.method"] == "median_frequency"
-    assert run.data.metrics["val_miou"] == pytest.approx(metrics["val"]["miou"], abs=1e-6)
+    assert run.data.metrics["val/miou"] == pytest.approx(metrics["val"]["miou"], abs=1e-6)
     assert len(client.get_metric_history(run.info.run_id, "train/val_miou")) == EPOCHS, "a curve point per epoch"
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     prepared_md5 = lock["stages"]["prepare"]["outs"][0]["md5"]
@@ -82,7 +83,14 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     }
     assert set(datasets) == {"train", "val"}, "the accepted manifest of each split is an input of the run"
     assert {d.digest for d in datasets.values()} == {prepared_md5.removesuffix(".dir")}
-    assert datasets["train"].name == "builtin/train" and datasets["train"].source_type == "local"
+    assert datasets["train"].name == "builtin-shapes/train" and datasets["train"].source_type == "local"
+    # at a glance: named from the data, model and input; only the params that apply; metrics grouped by prefix
+    assert run.info.run_name == "builtin-shapes unet-resnet18 64x64"
+    assert "data.builtin.kind" in run.data.params and "train.ema_decay" in run.data.params
+    assert not [k for k in run.data.params if k.startswith(("data.digits.", "data.csv.", "data.masks", "orchestr"))]
+    assert all("/" in k for k in run.data.metrics), [k for k in run.data.metrics if "/" not in k]
+    assert "val/iou/star" in run.data.metrics and "val/corruption/fog/3" in run.data.metrics
+    assert experiment.tags["mlflow.note.content"].startswith("visionflow: one run per trained model")
     cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     assert len(cpu) >= 3, "system metrics sampled through the training"
     assert "system/system_memory_usage_megabytes" in run.data.metrics
@@ -107,6 +115,13 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
 
     version = client.get_model_version_by_alias("builtin-shapes-segmenter", "champion")
     assert str(version.version) == "1" and version.run_id == run.info.run_id
+    assert (
+        version.description.startswith("Data: builtin-shapes (md5:")
+        and "Gate: promoted to champion" in version.description
+    )
+    assert f"val: miou {metrics['val']['miou']:.4f}" in version.description
+    registered = client.get_registered_model("builtin-shapes-segmenter")
+    assert registered.description.startswith("Segmentation model of the builtin-shapes data, classes: background")
     assert (project / "mlartifacts").is_dir(), "artifacts stay in the working tree"
 
 

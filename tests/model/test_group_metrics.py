@@ -31,7 +31,7 @@ def test_evaluate_scores_each_group_and_one_group_of_every_image_is_the_split(wo
     assert files.per_group_plot.stat().st_size > 5000
     run = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").get_run(TrainingRun.read(config.paths).run_id)
     for group, score in groups["score"].items():
-        assert run.data.metrics[f"val_group_score_{group}"] == pytest.approx(score, abs=1e-6)
+        assert run.data.metrics[f"val/group/{group}"] == pytest.approx(score, abs=1e-6)
 
     # one group holding every val image: its score, from the images' summed confusion matrices, is the split's
     every = make_config(params | {"data.groups.pattern": "^seq"})

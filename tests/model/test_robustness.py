@@ -35,8 +35,8 @@ def test_evaluate_scores_each_corruption_and_severity(workdir: Path) -> None:
     assert EvaluationMetrics.read(config.paths).val["corruption_mean"] == val["corruption_mean"]
     assert files.corruptions_plot.stat().st_size > 5000
     run = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").get_run(TrainingRun.read(config.paths).run_id)
-    assert run.data.metrics["val_corruption_mean"] == pytest.approx(val["corruption_mean"], abs=1e-6)
-    assert run.data.metrics["val_corruption_fog_5"] == pytest.approx(table.iloc[-1]["fog"], abs=1e-6)
+    assert run.data.metrics["val/corruption_mean"] == pytest.approx(val["corruption_mean"], abs=1e-6)
+    assert run.data.metrics["val/corruption/fog/5"] == pytest.approx(table.iloc[-1]["fog"], abs=1e-6)
 
     again = evaluate.run(config).val  # seeded: the same scores on a rerun
     assert again["corruption_mean"] == val["corruption_mean"]

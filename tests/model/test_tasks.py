@@ -55,7 +55,7 @@ def test_classification_on_builtin_digits_reaches_090_and_is_registered(workdir:
     version = client.get_model_version_by_alias("digits-classifier", "champion")
     run = client.get_run(version.run_id)
     assert run.data.tags["task"] == "classification"
-    assert run.data.metrics["val_macro_f1"] == pytest.approx(metrics["macro_f1"], abs=1e-6)
+    assert run.data.metrics["val/macro_f1"] == pytest.approx(metrics["macro_f1"], abs=1e-6)
 
 
 def binary_dataset(root: Path, n_train: int = 16, n_val: int = 8, n_test: int = 0, test_seed: int = 5) -> Path:

@@ -301,9 +301,8 @@ def run(config: Config) -> EvaluationMetrics:
 
     with tracking.open_run(config, training_run):
         for split, s in scored.items():
-            tracking.log_metrics({f"{split}_{k}": v for k, v in s.metrics.items()})
+            tracking.log_metrics(mlflow_names(split, s.metrics | s.corrupted, info.classes))
             tracking.log_metrics(_group_metrics(split, s.groups))
-            tracking.log_metrics({f"{split}_{k}": v for k, v in s.corrupted.items()})
             for path in paths.evaluated(split).files:
                 tracking.log_artifact(path, f"evaluation/{split}")
         tracking.log_artifact(paths.metrics, "evaluation")
@@ -344,12 +343,25 @@ def _shown(groups: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([ranked.head(SHOWN_GROUPS), ranked.tail(SHOWN_GROUPS)])
 
 
+PER_CLASS = ("iou", "dice", "precision", "recall", "f1")  # metrics.json's <kind>_<class> keys
+
+
+def mlflow_names(split: str, metrics: dict[str, float], classes: tuple[str, ...]) -> dict[str, float]:
+    """metrics.json's keys as MLflow names grouped by prefix, so its run page shows a section per split and kind:
+    ``val/miou``, ``val/iou/pole``, ``val/corruption/fog/3`` (a severity), ``val/corruption/fog`` (their mean),
+    ``val/corruption_mean``."""
+    nested = {f"{kind}_{name}": f"{kind}/{name}" for kind in PER_CLASS for name in classes}
+    nested |= {f"corruption_{c}": f"corruption/{c}" for c in CORRUPTIONS}
+    nested |= {f"corruption_{c}_{s}": f"corruption/{c}/{s}" for c in CORRUPTIONS for s in SEVERITIES}
+    return {f"{split}/{_UNSAFE.sub('_', nested.get(k, k))}": v for k, v in metrics.items()}
+
+
 def _group_metrics(split: str, groups: pd.DataFrame) -> dict[str, float]:
-    """``val_group_score_<group>`` per group (the headline: mIoU or accuracy), where the data has groups and at
+    """``val/group/<group>`` per group (the headline: mIoU or accuracy), where the data has groups and at
     most :data:`MAX_LOGGED_GROUPS` of them (the name made safe for MLflow)."""
     if list(groups["group"]) == [NO_GROUP] or len(groups) > MAX_LOGGED_GROUPS:
         return {}
-    return {f"{split}_group_score_{_UNSAFE.sub('_', g)}": v
+    return {f"{split}/group/{_UNSAFE.sub('_', g)}": v
             for g, v in zip(groups["group"], groups["score"], strict=True) if v == v}  # fmt: skip
 
 

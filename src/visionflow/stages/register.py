@@ -27,7 +27,15 @@ from PIL import Image
 from visionflow import tracking
 from visionflow.config import Config
 from visionflow.errors import ConfigError
-from visionflow.handoffs import EvaluationMetrics, ModelMeta, Registration, TrainingRun, ValidationSummary
+from visionflow.handoffs import (
+    EvaluationMetrics,
+    GateDecision,
+    ModelMeta,
+    PlanFile,
+    Registration,
+    TrainingRun,
+    ValidationSummary,
+)
 from visionflow.registry import gate_and_alias, gate_split, load_split
 from visionflow.serving import Predictor, VisionflowPyfunc, to_frame
 
@@ -69,11 +77,6 @@ def lineage_tags(config: Config, run_id: str, evaluation: EvaluationMetrics) -> 
     """Where the model comes from: run, commit, data and params hashes, validation result, flow run, and the
     headline metrics of every split evaluate scored."""
     validation = ValidationSummary.read(config.paths).headline()
-    headline = (
-        ("miou", "pixel_accuracy", "mean_dice")
-        if config.project.task == "segmentation"
-        else ("accuracy", "balanced_accuracy", "macro_f1")
-    )
     tags = {
         "run_id": run_id,
         "git_commit": tracking.git_commit(),
@@ -83,10 +86,32 @@ def lineage_tags(config: Config, run_id: str, evaluation: EvaluationMetrics) -> 
         "prefect_flow_run_id": os.environ.get("VISIONFLOW_FLOW_RUN_ID", "none"),
         "task": config.project.task,
     }
-    for split in evaluation.splits:
-        scores = evaluation.scores(split)
-        tags |= {f"{split}_{k}": f"{scores[k]:.6f}" for k in headline if scores.get(k) is not None}
+    for split, figures in evaluation.headline().items():
+        tags |= {f"{split}_{k}": f"{v:.6f}" for k, v in figures.items() if v is not None and k != "images"}
     return tags
+
+
+def descriptions(config: Config, meta: ModelMeta, evaluation: EvaluationMetrics, tags: dict[str, str],
+                 decision: GateDecision) -> tuple[str, str]:  # fmt: skip
+    """What the registry's pages say first: the registered model (what it predicts, how its aliases are used)
+    and this version (its data, model, figures and the gate's decision)."""
+    kind = "Segmentation" if meta.task == "segmentation" else "Classification"
+    model = (f"{kind} model of the {config.dataset_name} data, classes: {', '.join(meta.classes)}. Versions are "
+             "logged by `visionflow register`; aliases: champion (serve it), challenger (kept, not promoted), "
+             "previous (`visionflow rollback`).")  # fmt: skip
+    size = "each image's own size" if meta.input_size is None else "x".join(map(str, meta.input_size))
+    figures = "; ".join(f"{split}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                                 for k, v in shown.items() if v is not None)
+                        for split, shown in evaluation.headline().items())  # fmt: skip
+    verdict = "promoted to champion" if decision.promoted else f"kept as {decision.alias}"
+    plan = PlanFile.read(config.paths).overrides()  # the train settings, planned or pinned
+    trained = ", ".join(f"{key.removeprefix('train.')} {plan[key]}" for key in
+                        ("train.batch_size", "train.lr", "train.epochs", "train.augment") if key in plan)  # fmt: skip
+    version = (f"Data: {config.dataset_name} ({tags['data_hash']}); validation {tags['validation']}. "
+               f"Model: {meta.arch}{'-' + meta.encoder if meta.encoder else ''}, input {size} ({meta.input_policy}), "
+               f"best epoch {meta.epoch} of {meta.epochs}; plan: {trained}. {figures}. Gate: {verdict} "
+               f"({'; '.join(decision.reasons)}). Commit {tags['git_commit'][:12]}, run {tags['run_id']}.")  # fmt: skip
+    return model, version
 
 
 def _example(image: Any) -> pd.DataFrame:
@@ -117,8 +142,10 @@ def run(config: Config) -> Registration:
         version = tracking.log_pyfunc_version(
             VisionflowPyfunc(), {"weights": paths.weights}, example, output, name, _requirements(), meta.describe()
         )
-        tracking.set_version_tags(config, name, version, lineage_tags(config, training_run.run_id, evaluation))
+        tags = lineage_tags(config, training_run.run_id, evaluation)
+        tracking.set_version_tags(config, name, version, tags)
     decision = gate_and_alias(config, version, data=data)
+    tracking.describe_version(config, name, version, *descriptions(config, meta, evaluation, tags, decision))
     result = Registration(
         name, version, decision.alias, metric_name, float(value), decision.champion_before, decision.promoted,
         decision.reasons,

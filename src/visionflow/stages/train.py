@@ -153,9 +153,17 @@ def _open_run(
         return nullcontext(None)
     if state.run_id:
         return tracking.continue_run(config, state.run_id)
+    return tracking.start_run(config, run_name=run_name(config), tags=_lineage_tags(config, info))
+
+
+def run_name(config: Config) -> str:
+    """The run's name from the dataset, the model and the planned input: ``camvid unet-resnet18 384x480``."""
     model = config.model
-    run_name = f"{model.arch}-{model.encoder}" if config.project.task == "segmentation" else model.arch
-    return tracking.start_run(config, run_name=run_name, tags=_lineage_tags(config, info))
+    name = f"{model.arch}-{model.encoder}" if config.project.task == "segmentation" else model.arch
+    spec = config.train.input
+    size = "own size" if spec == "auto" or spec.size is None else f"{spec.size[0]}x{spec.size[1]}"
+    crops = f" crops at {spec.scale:g}" if spec != "auto" and spec.policy == "crop" and spec.scale != 1 else ""
+    return f"{config.dataset_name} {name.lower()} {size}{crops}"
 
 
 def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
