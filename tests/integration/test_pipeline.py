@@ -65,7 +65,7 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     assert "IoU per class (test)" not in page
     shown = run_tool("dvc", "metrics", "show", cwd=project).stdout  # the headline figures, readable
     assert "headline.json" in shown and "val.miou" in shown and "iou_" not in shown, shown
-    assert max(map(len, shown.splitlines())) <= 160, shown
+    assert max(map(len, shown.splitlines())) <= 200, shown  # one table of the headline columns, not 700 chars
 
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("visionflow")

@@ -104,9 +104,10 @@ def descriptions(config: Config, meta: ModelMeta, evaluation: EvaluationMetrics,
                                                  for k, v in shown.items() if v is not None)
                         for split, shown in evaluation.headline().items())  # fmt: skip
     verdict = "promoted to champion" if decision.promoted else f"kept as {decision.alias}"
-    plan = PlanFile.read(config.paths).overrides()  # the train settings, planned or pinned
-    trained = ", ".join(f"{key.removeprefix('train.')} {plan[key]}" for key in
-                        ("train.batch_size", "train.lr", "train.epochs", "train.augment") if key in plan)  # fmt: skip
+    settings = config.planned(PlanFile.read(config.paths).overrides()).train if config.auto_keys else config.train
+    fields = settings.augment.model_dump().items() if settings.augment != "auto" else ()
+    augment = {k: v for k, v in fields if v and k not in ("affine", "colour")}  # what it does, not how often
+    trained = f"batch {settings.batch_size}, lr {settings.lr:.3g}, {settings.epochs} epochs, augment {augment}"
     version = (f"Data: {config.dataset_name} ({tags['data_hash']}); validation {tags['validation']}. "
                f"Model: {meta.arch}{'-' + meta.encoder if meta.encoder else ''}, input {size} ({meta.input_policy}), "
                f"best epoch {meta.epoch} of {meta.epochs}; plan: {trained}. {figures}. Gate: {verdict} "
