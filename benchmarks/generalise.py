@@ -1,7 +1,7 @@
 """Does the model transfer? CamVid split by sequence, so that val shares no scene with train: the defaults before the
 honest-splits issue against today's, and today's at growing budgets.
 
-    python benchmarks/generalise.py --json benchmarks/results/generalise.json     # about 2.5 h on 2 cores
+    python benchmarks/generalise.py --json benchmarks/results/generalise.json     # about 2.5 h on 2 cores (bf16 AMD EPYC Zen 5)
 
 The split (built in a scratch folder of hard links to ``--camvid``'s files, copies where the file system refuses
 links; prepare reads no file that resolves outside the data root, so symbolic links would not do): train holds
@@ -14,7 +14,8 @@ Arms, each every key ``auto`` with params changed only in ``data`` and ``plan.bu
 - ``old``: the pipeline at ``--old-ref`` (default ``ef4e418``, the last commit before the honest-splits issue),
   run from a git worktree of that commit with this environment's packages, its own ``visionflow`` stage commands
   in a scratch directory, at the largest budget; its model is then scored by today's evaluate (the same per-image
-  scores and corruptions as the other arms). ``--skip-old`` leaves it out.
+  scores and corruptions as the other arms). ``--skip-old`` leaves it out; ``--old-work DIR`` keeps its trained
+  model in DIR, and a later run with the same commit and budget scores it again without training.
 - ``new-<budget>``: today's defaults at each of ``--budgets`` minutes (10, 20 and 40), with ``data.groups`` set to
   the sequence (and ``--set`` overrides, to weigh a candidate default against the old one).
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -50,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--val-sequences", nargs="+", default=["0006R0"])
     parser.add_argument("--old-ref", default=OLD_REF, help="the commit whose defaults the old arm runs")
     parser.add_argument("--skip-old", action="store_true", help="only today's defaults at each budget")
+    parser.add_argument("--old-work", type=Path, default=None,
+                        help="where the old arm trains and is kept; a model there from the same --old-ref and budget "
+                             "is scored again without training (default: a scratch folder)")  # fmt: skip
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params overrides (YAML values) for today's arms: balance.method=none")  # fmt: skip
     common.add_camvid_option(parser)
@@ -91,17 +96,17 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def old_arm(ref: str, data: dict[str, Any], budget: float) -> dict[str, Any]:
-    """The pipeline at ``ref`` (its code and params.yaml, every key as it shipped but ``data`` and the budget), run
-    stage by stage with its own commands; then its model scored by today's prepare, validate and evaluate, so that
-    both arms are compared by the same per-image scores."""
+def _train_old(ref: str, data: dict[str, Any], budget: float, work: Path) -> None:
+    """The pipeline at ``ref`` trained in ``work`` by its own stage commands, from a git worktree of it; a work
+    folder that already holds a model trained by the same commit at the same budget is kept (``--old-work``)."""
     import yaml
 
-    from visionflow.handoffs import ModelMeta
-    from visionflow.stages import evaluate
-
+    done, wanted = work / "trained.json", {"ref": ref, "budget_minutes": budget}
+    if done.is_file() and json.loads(done.read_text()) == wanted and (work / "data" / "model" / "model.pt").is_file():
+        print(f"generalise: the old arm's model in {work} was trained by {ref} at {budget:g} min: kept")
+        return
     with tempfile.TemporaryDirectory(prefix="vf-generalise-old-") as scratch:
-        tree, work = Path(scratch) / "tree", Path(scratch) / "work"
+        tree = Path(scratch) / "tree"
         subprocess.run(["git", "-C", str(common.REPO), "worktree", "add", "--detach", str(tree), ref], check=True,
                        capture_output=True)  # fmt: skip
         try:
@@ -110,41 +115,55 @@ def old_arm(ref: str, data: dict[str, Any], budget: float) -> dict[str, Any]:
                 section, name = key.split(".", 1)
                 params[section][name] = value
             params["tracking"]["experiment"] = "generalise-benchmark-old"
-            work.mkdir()
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             if not USER_TRACKING_URI:  # an earlier arm's store (mlflow exports it): this arm has its own, in work/
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             env = os.environ | {"PYTHONPATH": str(tree / "src")}
             for stage in ("prepare", "validate", "balance", "plan", "train"):
                 subprocess.run([sys.executable, "-m", "visionflow.cli", stage], cwd=work, env=env, check=True)
-            plan_md = (work / "data" / "plan" / "plan.md").read_text()
-            home = Path.cwd()
-            os.chdir(work)
-            try:
-                config = common.load_params(data | {"tracking.experiment": "generalise-benchmark-old"})
-                common.prepare_and_validate(config)  # today's manifest of the same files, for today's evaluate
-                metrics = evaluate.run(config).val
-                meta = ModelMeta.read(config.paths)
-                report = {
-                    "arm": "old",
-                    "ref": ref,
-                    "plan": plan_md,
-                    "budget_minutes": budget,
-                    "train_minutes": round(common.training_seconds(config) / 60, 2),
-                    "timed": "the train and val passes (history.csv)",
-                    "epochs": meta.epochs,
-                    "best_epoch": meta.epoch,
-                    "val_miou": common.score(metrics["miou"]),
-                    "corruption_mean": common.score(metrics.get("corruption_mean")),
-                    "per_class_iou": common.per_class_iou(metrics),
-                    "per_image": common.per_image(config),
-                }
-            finally:
-                os.chdir(home)
+            done.write_text(json.dumps(wanted) + "\n")
         finally:
             subprocess.run(["git", "-C", str(common.REPO), "worktree", "remove", "--force", str(tree)],
                            check=False, capture_output=True)  # fmt: skip
-    return report
+
+
+def old_arm(ref: str, data: dict[str, Any], budget: float, work: Path | None) -> dict[str, Any]:
+    """The pipeline at ``ref`` (its code and params.yaml, every key as it shipped but ``data`` and the budget), run
+    stage by stage with its own commands (:func:`_train_old`); then its model scored by today's prepare, validate
+    and evaluate, so that both arms are compared by the same per-image scores. ``work``: where it trains and is
+    kept (a run that stops after the old arm's training keeps its model there); None: a scratch folder."""
+    from visionflow.handoffs import ModelMeta
+    from visionflow.stages import evaluate
+
+    with tempfile.TemporaryDirectory(prefix="vf-generalise-old-work-") as scratch:
+        work = work or Path(scratch)
+        _train_old(ref, data, budget, work)
+        plan_md = (work / "data" / "plan" / "plan.md").read_text()
+        home = Path.cwd()
+        os.chdir(work)
+        try:
+            config = common.load_params(data | {"tracking.experiment": "generalise-benchmark-old"})
+            common.prepare_and_validate(config)  # today's manifest of the same files, for today's evaluate
+            metrics = evaluate.run(config).val
+            meta = ModelMeta.read(config.paths)
+            return {
+                "arm": "old",
+                "ref": ref,
+                "plan": plan_md,
+                "budget_minutes": budget,
+                "train_minutes": round(common.training_seconds(config) / 60, 2),
+                "timed": "the train and val passes (history.csv)",
+                "epochs": meta.epochs,
+                "best_epoch": meta.epoch,
+                "val_miou": common.score(metrics["miou"]),
+                "corruption_mean": common.score(metrics.get("corruption_mean")),
+                "per_class_iou": common.per_class_iou(metrics),
+                "per_image": common.per_image(config),
+            }
+        finally:
+            os.chdir(home)
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -180,7 +199,7 @@ def main() -> int:
         # (the comparison is whole), then the smaller budgets; each arm is saved as it ends beside --json
         # (<name>.partial.json), so a stopped run keeps what it finished
         partial = args.json.with_suffix(".partial.json") if args.json else None
-        old = None if args.skip_old else old_arm(args.old_ref, data, budgets[-1])
+        old = None if args.skip_old else old_arm(args.old_ref, data, budgets[-1], args.old_work)
         common.write_json(partial, {"frames": counts, "arms": [old] if old else []})
         arms: list[dict[str, Any]] = []
         for budget in reversed(budgets):

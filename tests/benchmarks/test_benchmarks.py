@@ -246,8 +246,9 @@ def test_generalise_splits_camvid_by_sequence_and_compares_the_old_defaults(tmp_
             image, mask = synthetic_frame(rng, palette)
             write_pair(root, (split, f"{split}annot"), f"{sequence}_{index:05d}.png", image[::4, ::4], mask[::4, ::4])
     # the old arm at this very commit: what is checked is the worktree and the stage commands, not old code
+    old_work = tmp_path / "old"
     report, printed = report_of("generalise.py", tmp_path / "generalise.json", "--camvid", root, "--budgets",
-                                "0.02", "0.01", "--old-ref", "HEAD")  # fmt: skip
+                                "0.02", "0.01", "--old-ref", "HEAD", "--old-work", old_work)  # fmt: skip
     assert report["frames"] == {"train": {"0001TP": 2, "0016E5": 4}, "val": {"0006R0": 2}}
     assert [arm["arm"] for arm in report["arms"]] == ["old", "new-0.01", "new-0.02"], "budgets in rising order"
     val_ids = sorted(p.stem for p in (root / "train").glob("0006R0_*.png"))
@@ -263,3 +264,9 @@ def test_generalise_splits_camvid_by_sequence_and_compares_the_old_defaults(tmp_
     assert compared["interval"][0] <= compared["mean_difference"] <= compared["interval"][1]
     assert table_rows(printed, "| arm |") == ["old", "new-0.01", "new-0.02"]
     assert "new-0.02 - old: mean per-image mIoU difference" in printed
+    partial = json.loads((tmp_path / "generalise.partial.json").read_text())
+    assert [arm["arm"] for arm in partial["arms"]] == ["old", "new-0.01", "new-0.02"], "saved as each arm ended"
+    # the old arm's trained model is kept: scored again without training
+    again, printed = report_of("generalise.py", tmp_path / "again.json", "--camvid", root, "--budgets", "0.02",
+                               "--old-ref", "HEAD", "--old-work", old_work)  # fmt: skip
+    assert "at 0.02 min: kept" in printed and again["arms"][0]["per_image"] == report["arms"][0]["per_image"]
