@@ -1,7 +1,7 @@
 """Does the model transfer? CamVid split by sequence, so that val shares no scene with train: the defaults before the
 honest-splits issue against today's, and today's at growing budgets.
 
-    python benchmarks/generalise.py --json benchmarks/results/generalise.json     # about 2.5 h on 2 cores (bf16 AMD EPYC Zen 5)
+    python benchmarks/generalise.py --json benchmarks/results/generalise.json   # about 2.5 h on a 2-core Zen 5
 
 The split (built in a scratch folder of hard links to ``--camvid``'s files, copies where the file system refuses
 links; prepare reads no file that resolves outside the data root, so symbolic links would not do): train holds

@@ -165,23 +165,23 @@ def _stems(paths: list[Path]) -> list[str]:
     return [p.stem for p in paths]
 
 
+def _shared_start(texts: list[str]) -> str:
+    """The longest start all ``texts`` share (the smallest and the largest differ first where any two do)."""
+    first, last = min(texts), max(texts)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
 def _affixes(stems: list[str]) -> tuple[str, str]:
     """The prefix and suffix every stem shares, cut at a separator (``img_``, ``_label``), so no part of an id is
     taken: ``21_training`` and ``22_training`` share ``_training``, not the ``2``."""
     if len(stems) < 2:
         return "", ""
-    first, last = min(stems), max(stems)
-    n = 0
-    while n < min(len(first), len(last)) and first[n] == last[n]:
-        n += 1
-    prefix = first[:n]
+    prefix = _shared_start(stems)
     prefix = prefix[: max((prefix.rfind(c) for c in "_-. "), default=-1) + 1]
-    reversed_ = [s[::-1] for s in stems]
-    first, last = min(reversed_), max(reversed_)
-    n = 0
-    while n < min(len(first), len(last)) and first[n] == last[n]:
-        n += 1
-    suffix = first[:n][::-1]
+    suffix = _shared_start([s[::-1] for s in stems])[::-1]
     cut = [suffix.find(c) for c in "_-. " if c in suffix]
     suffix = suffix[min(cut) :] if cut else ""
     return prefix, suffix
