@@ -26,6 +26,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_examples",
     "plot_groups",
+    "plot_notice",
     "plot_overlays",
 ]
 
@@ -52,6 +53,18 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], pat
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_notice(text: str, path: Path, title: str) -> None:
+    """A figure that says why there is nothing to draw (a split the data lacks), where a declared plot is looked for:
+    `dvc plots show` draws it instead of failing to load the file."""
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10, color="#555555")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.2)
     plt.close(fig)
 
 

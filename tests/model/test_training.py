@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import folder_params, make_config
@@ -73,6 +74,9 @@ def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:
     assert report["test"] is None and (tiny_config.paths.evaluated("test").root / "README.md").is_file()
     no_test = pd.read_csv(tiny_config.paths.evaluated("test").per_class)  # the test plot's file, with no rows
     assert no_test.empty and list(no_test.columns) == list(pd.read_csv(val.per_class).columns)
+    test = tiny_config.paths.evaluated("test")  # its declared figures say why they are empty, for dvc plots
+    for figure in (test.confusion_matrix, test.overlays_best, test.overlays_worst):
+        assert Image.open(figure).size[0] > 100, figure
     registered = register.run(tiny_config)
     assert registered.alias == "champion" and registered.version == "1"
 

@@ -35,7 +35,14 @@ from visionflow.handoffs import AcceptedManifest, DatasetInfo, EvaluationMetrics
 from visionflow.inference import Inference
 from visionflow.metrics import absent_classes, confusion_matrix, image_scores, per_class_table, task_metrics
 from visionflow.models import load_model
-from visionflow.plots import plot_confusion_matrix, plot_corruptions, plot_examples, plot_groups, plot_overlays
+from visionflow.plots import (
+    plot_confusion_matrix,
+    plot_corruptions,
+    plot_examples,
+    plot_groups,
+    plot_notice,
+    plot_overlays,
+)
 
 __all__ = ["run"]
 
@@ -287,9 +294,12 @@ def run(config: Config) -> EvaluationMetrics:
             files = _fresh_folder(paths.evaluated(split))
             note = f"The data has no {split} split; evaluate scored {', '.join(splits)}.\n"
             (files.root / "README.md").write_text(note, encoding="utf-8")
-            # the split's plot file with its header and no rows: `dvc plots show` leaves the plot out, no warning
+            # the split's declared plots: its table with the header and no rows (`dvc plots show` leaves the chart
+            # out, no warning), its figures saying why they are empty (a missing image fails the page's load)
             none = np.zeros((len(info.classes),) * 2, dtype=np.int64)
             pd.DataFrame(per_class_table(none, info.classes)).iloc[:0].to_csv(files.per_class, index=False)
+            for figure in (files.confusion_matrix, files.overlays_best, files.overlays_worst):
+                plot_notice(note.strip(), figure, f"{split}: {figure.stem.replace('_', ' ')}")
     report = EvaluationMetrics(
         _rounded(scored["val"].metrics),
         _rounded(scored["test"].metrics) if "test" in scored else None,
