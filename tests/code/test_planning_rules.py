@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -134,6 +135,15 @@ def test_small_images_with_time_to_spare_train_whole_at_full_resolution() -> Non
     assert made.value("train.batch_size") == 8, "the smallest batch within 90% of the peak (0.95 at 8)"
     assert made.value("train.lr") == pytest.approx(3e-3 * math.sqrt(8 / 16), rel=1e-4)
     assert "the chosen scale is full resolution: no larger step" in made.notes
+
+
+def test_the_epochs_line_says_why_it_counts_fewer_than_the_input_lines_passes() -> None:
+    made = plan(data(64, {"disc": 20, "star": 12}), machine(5e6), budget_minutes=2, val_images=48)
+    why = {d.key: d.reason for d in made.decisions}
+    counted = float(re.search(r"where 20 passes .*: ([0-9.]+) fit", why["train.input"]).group(1))
+    assert made.value("train.epochs") < int(counted), "batch 8 runs at 0.95 of the fastest batch's speed"
+    assert f"fewer than the {counted:.1f} passes in train.input's line" in why["train.epochs"], why
+    assert "at batch 8" in why["train.epochs"]
 
 
 def test_images_no_larger_than_the_smallest_crop_stay_whole_when_time_is_short() -> None:

@@ -421,6 +421,8 @@ def plan(
         decisions.append(Decision("train.epochs", epochs, "", pinned=True))
     else:
         epochs = max(1, int((FILL * budget - startup) // epoch))
+        # a whole image's train.input line counts passes at the fastest batch's estimated speed: say why this is lower
+        counted = FILL * budget / _epoch_seconds(machine, data.images, spec, scored, None, median)
         decisions.append(
             Decision(
                 "train.epochs",
@@ -429,7 +431,13 @@ def plan(
                 + (f" x {spec['crops_per_image']} crops" if spec.get("crops_per_image", 1) > 1 else "")
                 + f" at {size[0]}x{size[1]}, batch {batch}, then {val_images} val images"
                 + (" scored twice: the weights and their average" if val_passes == 2 else "")
-                + (f"; the first epoch's start-up {startup:.1f} s more)" if startup else ")"),
+                + (f"; the first epoch's start-up {startup:.1f} s more)" if startup else ")")
+                + (
+                    f"; fewer than the {counted:.1f} passes in train.input's line, counted at the fastest batch's "
+                    f"estimated speed: whole epochs at batch {batch}" + (", as measured" if how == "measured" else "")
+                    if epochs < int(counted) and "train.input" not in pinned and not windowed
+                    else ""
+                ),
             )
         )
 
