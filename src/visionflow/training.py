@@ -32,7 +32,7 @@ from visionflow.data.dataset import EpochSampler, ImageDataset
 from visionflow.data.loading import ShardSampler, make_dataset, make_loader
 from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionflow.distributed import Dist
-from visionflow.engine import Runtime, resolve_device, resolve_precision, train_one_epoch
+from visionflow.engine import Runtime, create_optimizer, resolve_device, resolve_precision, train_one_epoch
 from visionflow.handoffs import AcceptedManifest, ClassWeights, DatasetInfo, ModelMeta, SampleWeights
 from visionflow.inference import Inference
 from visionflow.losses import create_loss
@@ -207,7 +207,7 @@ def build_session(config: Config, dist: Dist) -> Session:
     )
     average = None if train_cfg.ema_decay is None else WeightAverage(model, train_cfg.ema_decay)
     loss_fn = create_loss(train_cfg.loss, list(balance.weights), info.ignore_index, train_cfg.focal_gamma)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    optimizer = create_optimizer(model, train_cfg.lr, train_cfg.weight_decay)
     return Session(
         model,
         trained,

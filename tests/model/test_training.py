@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import folder_params, make_config
 from visionflow.config import Config, ModelConfig
-from visionflow.engine import Runtime, evaluate, predict_logits, train_one_epoch
+from visionflow.engine import Runtime, create_optimizer, evaluate, predict_logits, train_one_epoch
 from visionflow.handoffs import TrainingRun
 from visionflow.losses import create_loss
 from visionflow.metrics import segmentation_metrics
@@ -37,13 +38,31 @@ def test_training_fits_a_small_batch() -> None:
     runtime = Runtime(torch.device("cpu"), channels_last=True)
     model = runtime.prepare(create_segmenter(ModelConfig(encoder="tu-resnet10t"), num_classes=2))
     loss_fn = create_loss({"ce": 1.0, "dice": 1.0}, None, ignore_index=255)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = create_optimizer(model, lr=3e-3)
     before = evaluate(model, loader, loss_fn, 2, 255, runtime)
     for _ in range(40):
         train_one_epoch(model, loader, loss_fn, optimizer, runtime)
     after = evaluate(model, loader, loss_fn, 2, 255, runtime)
     assert after.loss < before.loss * 0.7
     assert segmentation_metrics(after.confusion, ["a", "b"])["miou"] > 0.7
+
+
+def test_the_fused_optimizer_makes_the_same_updates_as_adamws_loop() -> None:
+    torch.manual_seed(0)
+    model = create_segmenter(ModelConfig(encoder="tu-resnet10t"), num_classes=3)
+    loop, start = copy.deepcopy(model), copy.deepcopy(model)
+    fused = create_optimizer(model, lr=1e-2, weight_decay=1e-4)
+    plain = torch.optim.AdamW(loop.parameters(), lr=1e-2, weight_decay=1e-4)
+    assert fused.param_groups[0]["fused"], "CPU has the fused kernel"
+    for _ in range(3):
+        for a, b in zip(model.parameters(), loop.parameters(), strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    for a, b, s in zip(model.parameters(), loop.parameters(), start.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a, s), "three steps moved every parameter"
 
 
 def test_stages_in_process_are_deterministic(tiny_config: Config) -> None:

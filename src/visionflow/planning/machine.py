@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from visionflow.config import ModelConfig
-from visionflow.engine import Runtime, cpu_cores, cpu_has_bf16, train_one_epoch
+from visionflow.engine import Runtime, cpu_cores, cpu_has_bf16, create_optimizer, train_one_epoch
 from visionflow.models import create_model, output_channels
 from visionflow.planning.rules import Machine, Rate
 
@@ -88,7 +88,7 @@ def measure(
         for batch in batches:
             torch.manual_seed(0)
             model = runtime.prepare(create_model(model_config, task, num_classes))
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            optimizer = create_optimizer(model, lr=1e-3)
             loss = nn.BCEWithLogitsLoss() if channels == 1 else nn.CrossEntropyLoss()
             data = _batches(height, width, batch, steps + 1, max(2, channels), seed=height * 7 + batch)
             if channels == 1:
