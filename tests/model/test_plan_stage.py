@@ -19,7 +19,9 @@ from visionflow.stages import balance, plan, prepare, train, validate
 AUTO = {f"train.{key}": "auto" for key in PLANNED}
 
 
-def test_auto_keys_are_planned_with_reasons_and_train_runs_the_plan(workdir: Path) -> None:
+def test_auto_keys_are_planned_with_reasons_and_train_runs_the_plan(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = make_config(TINY | AUTO | {"plan.budget_minutes": 0.3, "plan.batches": [2, 4, 8]})
     for stage in (prepare, validate, balance):
         stage.run(config)
@@ -35,8 +37,14 @@ def test_auto_keys_are_planned_with_reasons_and_train_runs_the_plan(workdir: Pat
     assert any(note.startswith("real epochs at ") for note in made.notes), made.notes
     first = config.paths.plan_file.read_bytes()
     assert config.paths.machine_profile.is_file() and "| `train.epochs` |" in config.paths.plan_report.read_text()
+    capsys.readouterr()  # the first run measured
     plan.run(config)
     assert config.paths.plan_file.read_bytes() == first, "the same data, params and machine kind: the same plan"
+    assert "plan: measuring" not in capsys.readouterr().out, "measured once, then read from machine.json"
+    monkeypatch.setattr(plan, "_code", lambda: "another version of the training code")
+    plan.run(config)
+    shown = capsys.readouterr().out
+    assert "plan: measuring" in shown and "plan: timing two real epochs" in shown, "new code: measured again"
 
     assert plan.stale(config) is None, "planned on this machine"
     moved = PlanFile.read(config.paths)

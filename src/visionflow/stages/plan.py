@@ -5,16 +5,18 @@ Writes plan.json (what train runs with) and plan.md (the table). The probe times
 sizes and batches; then two real epochs at the planned settings (training's own epoch, data loading, augmentation,
 the val pass and the saves included) scale those times, and where that moves the plan, the new settings are timed
 the same way (at most ``MAX_CALIBRATIONS`` times). Both measurements are kept in ``paths.cache``/machine.json per
-machine kind, model and settings, so that the plan changes when the data, the params or the kind of machine change,
-and never because this machine was busier. No choice depends on val's or test's contents: the fingerprint reads
-the train split, and val enters only as the time a validation pass takes. With every key pinned nothing is
-measured.
+machine kind, model, settings and visionflow's code, so that the plan changes when the data, the params, the kind of
+machine or the code that trains change, and never because this machine was busier. No choice depends on val's or
+test's contents: the fingerprint reads the train split, and val enters only as the time a validation pass takes.
+With every key pinned nothing is measured.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,12 +73,26 @@ def _probe(data: DataPrint, config: Config) -> tuple[list[tuple[int, int]], list
     return sizes, batches
 
 
+@functools.cache
+def _code() -> str:
+    """A digest of the visionflow modules this stage imports (the code the probe and the real epochs run: the plan
+    stage's deps in dvc.yaml). Measurements are kept per code as well, since a change to it may change the speed;
+    computed once, when the stage's module is imported, so that every run keys them alike."""
+    digest = hashlib.sha256()
+    for name in sorted(n for n in sys.modules if n == "visionflow" or n.startswith("visionflow.")):
+        file = getattr(sys.modules[name], "__file__", None)
+        if file:
+            digest.update(name.encode() + b"\0" + Path(file).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _machine(config: Config, data: DataPrint, runtime: Runtime) -> Machine:
     """This machine kind's measured speed for this model, from machine.json where measured before."""
     sizes, batches = _probe(data, config)
     kind = machine_kind(runtime.device, runtime.precision)
     model = config.model
-    key = json.dumps([kind, model.arch, model.encoder, sizes, batches, config.plan.steps, config.train.num_threads])
+    key = json.dumps([kind, model.arch, model.encoder, sizes, batches, config.plan.steps, config.train.num_threads,
+                      _code()])  # fmt: skip
     path = config.paths.machine_profile
     profiles = _profiles(path)
     if key in profiles:
@@ -117,6 +133,7 @@ def _calibrate(config: Config, made: PlanFile, kind: str, manifest: AcceptedMani
             trial.eval_input.model_dump(mode="json"),  # what the val pass scores with
             [trial.evaluate.batch_size, trial.evaluate.overlap, trial.evaluate.flip],
             hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
+            _code(),
         ]
     )
     spec, batch = made.value("train.input"), int(made.value("train.batch_size"))
@@ -206,3 +223,6 @@ def _measured_plan(config: Config, info: DatasetInfo, manifest: AcceptedManifest
         scaled = machine.scaled(speed), calibration.scaled(speed)
         made = plan(data, scaled[0], budget, val_images, pinned, scaled[1], crops, finest, val_passes)
     return made
+
+
+_code()  # the modules imported with this one, before any run imports more
