@@ -63,6 +63,9 @@ def test_outputs_metrics_and_one_complete_mlflow_run(project: Path) -> None:
     page = (project / "dvc_plots" / "index.html").read_text()
     assert not re.search(r"<script[^>]+src=", page), "drawn offline: the Vega libraries are in the page"
     assert "vegaEmbed" in page and "IoU per class (val)" in page
+    divs = set(re.findall(r'<div id *= *"([^"]+)"', page))
+    embedded = re.findall(r"vegaEmbed\('#([^']+)'", page)
+    assert embedded and all(e in divs for e in embedded), "each chart finds its place (a quote in a title breaks it)"
     assert "IoU per class (test)" not in page
     shown = run_tool("dvc", "metrics", "show", cwd=project).stdout  # the headline figures, readable
     assert "headline.json" in shown and "val.miou" in shown and "iou_" not in shown, shown
