@@ -24,7 +24,7 @@ from _camvid import INPUT_SIZE, add_json_option, settings, write_json
 
 from visionflow.config import ModelConfig
 from visionflow.data.transforms import normalise
-from visionflow.engine import Runtime, predict_logits, train_one_epoch
+from visionflow.engine import Runtime, create_optimizer, predict_logits, train_one_epoch
 from visionflow.losses import create_loss
 from visionflow.models import create_segmenter
 
@@ -96,7 +96,7 @@ def visionflow(args: argparse.Namespace, data: list[Any], precision: str, compil
     if compile_model:
         model = torch.compile(model)
     loss_fn = create_loss({"ce": 1.0}, None, ignore_index=255)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = create_optimizer(model, lr=1e-3)  # as train makes it (fused AdamW)
 
     def train_step(batch: Any) -> None:
         images, masks = batch
