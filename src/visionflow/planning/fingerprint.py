@@ -82,6 +82,10 @@ class DataPrint:
     width: tuple[float, float, float]
     ignore_share: float
     classes: tuple[ClassPrint, ...]
+    # the groups (data.groups: a video, a site, a camera) the train images come from; None: no groups configured, or
+    # none found (every image a group of its own). What the augmentation rule reads: frames of one group repeat
+    # their scene, and the model is to serve groups it has not seen
+    groups: int | None = None
 
     def by_name(self, name: str) -> ClassPrint:
         return next(c for c in self.classes if c.name == name)

@@ -119,11 +119,15 @@ MAX_BATCH_SHARE = 0.05  # rule 3: a batch holds at most this share of the train 
 REFERENCE_LR, REFERENCE_BATCH = 3e-3, 16  # rule 4: AdamW, one-cycle, as tuned on the built-in data
 OVERLAP = 0.5  # rule 2: the sliding windows' overlap validation is timed at (evaluate.overlap's default)
 RARE_CROPS = 1 / 3  # rule 2: the share of crops centred on a rare class (nnU-Net's foreground share)
-# rule 6: augmentation. nnU-Net's defaults (get_training_transforms: rotation and zoom 0.7-1.4 each at p 0.2,
-# brightness and contrast 0.75-1.25 at p 0.15, gamma 0.7-1.5, blur sigma 0.5-1 at p 0.2, noise at p 0.1, mirroring
-# on every axis); flips and rotations beyond a camera's tilt only where no class keeps a side of the image
-GEOMETRY = {"scale": [0.7, 1.4], "affine": 0.2}
-PHOTOMETRIC = {"brightness": 0.25, "contrast": 0.25, "gamma": [0.7, 1.5], "colour": 0.15, "blur": 0.2, "noise": 0.1}
+# rule 6: augmentation. nnU-Net's set and ranges (get_training_transforms: rotation and zoom 0.7-1.4, brightness
+# and contrast 0.75-1.25, gamma 0.7-1.5, blur sigma 0.5-1 at p 0.2, noise at p 0.1, mirroring on every axis); the
+# zoom-and-rotation and each colour change at p 0.5 where nnU-Net has 0.2 and 0.15 (mmsegmentation's
+# PhotoMetricDistortion draws each change at 0.5): a budgeted run sees each image tens of times, not nnU-Net's
+# thousand, and CamVid split by sequence measured the model overfitting its train scenes within a few passes (the
+# old defaults' val loss lowest at pass 5 of 24); flips and rotations beyond a camera's tilt only where no class
+# keeps a side of the image
+GEOMETRY = {"scale": [0.7, 1.4], "affine": 0.5}
+PHOTOMETRIC = {"brightness": 0.25, "contrast": 0.25, "gamma": [0.7, 1.5], "colour": 0.5, "blur": 0.2, "noise": 0.1}
 LAYOUT_SHIFT = 0.1  # rule 6: a class whose pixels lie on average this share of a side off the middle keeps a side
 LAYOUT_IMAGES = 0.8  # rule 6: ... where its centre lies on that side of the middle in this share of its images
 LAYOUT_SHARE = 0.01  # rule 6: ... read for the classes that hold at least this share of the labelled pixels
@@ -134,6 +138,9 @@ TILT = 15.0  # rule 6: the rotation (degrees either way) where up and down mean 
 # left-right flips alone reached val mIoU 0.857, with vertical flips 0.834, with rotation and zoom too 0.819,
 # left-right flips with the photometric set 0.817, and every run was still rising at its last epoch
 FULL_AUGMENT_PASSES = 40
+# rule 6: train images from groups (data.groups) of at least this many images on average: the whole set whatever the
+# passes (a model meant for groups it has not seen; CamVid by sequence: 2 groups, 184 frames a group)
+GROUP_IMAGES = 2
 PLANNED_KEYS = ("train.input", "train.batch_size", "train.lr", "train.epochs", "train.rare_crops", "train.augment")
 
 
@@ -498,7 +505,8 @@ def augment_policy(data: DataPrint | None, passes: int | None = None) -> tuple[d
     with its reason."""
     vertical = [] if data is None else _sided(data, "row")
     horizontal = [] if data is None else _sided(data, "column")
-    if passes is not None and passes < FULL_AUGMENT_PASSES:
+    grouped = data is not None and data.groups is not None and data.images >= GROUP_IMAGES * data.groups
+    if passes is not None and passes < FULL_AUGMENT_PASSES and not grouped:
         short = (f"{passes} passes over the train images, fewer than {FULL_AUGMENT_PASSES}: the model is still "
                  "fitting them, and augmentation beyond a left-right flip measured slower to train")  # fmt: skip
         if horizontal:
@@ -507,11 +515,17 @@ def augment_policy(data: DataPrint | None, passes: int | None = None) -> tuple[d
     policy: dict[str, Any] = {"hflip": 0.5, "vflip": 0.5, "rotate": 180.0, **GEOMETRY, "saturation": 0.0,
                               **PHOTOMETRIC}  # fmt: skip
     g, p = GEOMETRY, PHOTOMETRIC
-    common = (f"nnU-Net's defaults: zoom {g['scale'][0]:g}-{g['scale'][1]:g} and rotation at p {g['affine']:g}, "
+    common = (f"nnU-Net's set: zoom {g['scale'][0]:g}-{g['scale'][1]:g} and rotation at p {g['affine']:g}, "
               f"brightness x{1 - p['brightness']:g}-{1 + p['brightness']:g}, contrast x{1 - p['contrast']:g}-"
               f"{1 + p['contrast']:g} and gamma {p['gamma'][0]:g}-{p['gamma'][1]:g} at p {p['colour']:g} each, blur "
               f"at p {p['blur']:g}, noise at p {p['noise']:g}")  # fmt: skip
-    if passes is not None:
+    if grouped:
+        assert data is not None and data.groups is not None
+        common = (f"the {data.images} train images come from {data.groups} group(s) of data.groups, "
+                  f"{data.images / data.groups:.0f} images a group on average: frames of a group repeat their scene "
+                  f"and the model is to serve groups it has not seen, so the whole set from the first pass (measured "
+                  f"on CamVid split by sequence) whatever the passes ({passes}): {common}")  # fmt: skip
+    elif passes is not None:
         common = f"{passes} passes over the train images, at least {FULL_AUGMENT_PASSES}: {common}"
     if data is None:
         policy |= {"vflip": 0.0, "rotate": TILT}

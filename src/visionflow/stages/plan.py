@@ -18,6 +18,7 @@ import hashlib
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -196,10 +197,13 @@ def run(config: Config, speed: float = 1.0) -> PlanFile:
 
 
 def _fingerprint(config: Config, info: DatasetInfo, manifest: AcceptedManifest) -> DataPrint:
-    """The train split's fingerprint, from its decoded masks (the cache training reads)."""
-    cache = DecodedCache.open(manifest.split("train"), config.paths.cache, info)
+    """The train split's fingerprint, from its decoded masks (the cache training reads), with the number of groups
+    its images come from (those named by data.groups; an image that is a group of its own does not count)."""
+    rows = manifest.split("train")
+    cache = DecodedCache.open(rows, config.paths.cache, info)
     masks = (np.asarray(cache.mask(i)) for i in tqdm(range(len(cache)), desc="fingerprint", unit="img"))
-    return fingerprint(masks, info.classes, info.ignore_index)
+    named = rows.loc[rows["group_from"].isin(["pattern", "column"]), "group"].dropna()
+    return replace(fingerprint(masks, info.classes, info.ignore_index), groups=int(named.nunique()) or None)
 
 
 def _measured_plan(config: Config, info: DatasetInfo, manifest: AcceptedManifest, pinned: dict[str, Any],
