@@ -4,6 +4,8 @@ follows the masks' layout."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from scipy import ndimage
 from visionflow.config import AugmentConfig
 from visionflow.data.augment import Augment
 from visionflow.planning.fingerprint import fingerprint
-from visionflow.planning.rules import FULL_AUGMENT_PASSES, TILT, augment_policy
+from visionflow.planning.rules import FULL_AUGMENT_PASSES, GROUP_IMAGES, TILT, augment_policy
 
 IGNORE = 255
 PALETTE = torch.tensor(
@@ -185,3 +187,16 @@ def test_a_short_training_gets_left_right_flips_only() -> None:
     assert AugmentConfig(**short).scale is None and AugmentConfig(**short).noise == 0, "the rest is off"
     sided = fingerprint(layout_masks(sky=False, left=True), classes, IGNORE)
     assert augment_policy(sided, 10)[0] == {"hflip": 0.0}
+
+
+def test_images_from_groups_get_the_whole_set_whatever_the_passes() -> None:
+    classes = ["background", "sky", "road", "car", "sign"]
+    upright = fingerprint(layout_masks(sky=True), classes, IGNORE)
+    few = FULL_AUGMENT_PASSES - 1
+    grouped, reason = augment_policy(replace(upright, groups=2), few)
+    assert grouped == augment_policy(upright, FULL_AUGMENT_PASSES)[0], "the set the passes would have chosen"
+    assert grouped["vflip"] == 0.0 and grouped["rotate"] == TILT, "the layout still rules the flips"
+    assert "come from 2 group(s)" in reason and f"whatever the passes ({few})" in reason
+    alone = replace(upright, groups=upright.images // GROUP_IMAGES + 1)  # fewer than GROUP_IMAGES a group
+    assert augment_policy(alone, few)[0] == {"hflip": 0.5}, "groups of single images are no groups"
+    assert augment_policy(replace(upright, groups=None), few)[0] == {"hflip": 0.5}

@@ -13,7 +13,7 @@ from tests.conftest import REPO, TINY, make_config
 from visionflow.cli import app
 from visionflow.config import PLANNED
 from visionflow.errors import MissingInput
-from visionflow.handoffs import PlanFile
+from visionflow.handoffs import AcceptedManifest, PlanFile
 from visionflow.stages import balance, plan, prepare, train, validate
 
 AUTO = {f"train.{key}": "auto" for key in PLANNED}
@@ -69,3 +69,18 @@ def test_a_pinned_key_stays_and_the_rest_is_planned_around_it(workdir: Path) -> 
     pinned = {d.key: d for d in made.decisions if d.pinned}
     assert list(pinned) == ["train.epochs"] and pinned["train.epochs"].value == 2
     assert PlanFile.read(config.paths) == made
+
+
+def test_the_fingerprint_counts_the_train_groups_and_grouped_images_get_the_whole_set(workdir: Path) -> None:
+    groups = {"data.groups.pattern": r"_(?P<group>\d{4})\d\.png$"}  # shapes_00012.png: ten frames a group
+    made = {}
+    for name, extra in (("plain", {}), ("grouped", groups)):
+        config = make_config(TINY | {"train.augment": "auto", "train.epochs": 2} | extra)
+        for stage in (prepare, validate, balance):
+            stage.run(config)
+        made[name] = plan.run(config)
+    train = AcceptedManifest.read(config.paths).split("train")
+    assert made["plain"].value("train.augment") == {"hflip": 0.5}, "2 passes, no groups: a left-right flip"
+    assert made["grouped"].value("train.augment")["affine"] > 0, "2 passes from groups: the whole set"
+    reason = next(d.reason for d in made["grouped"].decisions if d.key == "train.augment")
+    assert f"the {len(train)} train images come from {train['group'].nunique()} group(s)" in reason, reason
