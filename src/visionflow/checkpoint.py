@@ -4,8 +4,9 @@ A checkpoint holds everything the next epoch depends on: weights, optimiser and 
 moving average and its step count (``train.ema_decay``), the global random number generators (python, numpy,
 torch: dropout and anything else that draws from them), the epoch (the sampler and the augmentation reseed from
 it, see ``EpochSampler``), the best score so far, the history and the MLflow run id. It is written atomically
-after each epoch and holds only tensors and plain values, so ``torch.load(..., weights_only=True)`` reads it. A
-fingerprint of what the training depends on says whether a checkpoint belongs to the current params and data.
+after the last epoch and after any epoch that ends ``train.checkpoint_minutes`` after the previous save, and
+holds only tensors and plain values, so ``torch.load(..., weights_only=True)`` reads it. A fingerprint of what the
+training depends on says whether a checkpoint belongs to the current params and data.
 """
 
 from __future__ import annotations

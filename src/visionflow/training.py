@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "build_session",
     "fit_epoch",
     "model_meta",
+    "save_state",
     "seed_everything",
     "setup_runtime",
     "time_epochs",
@@ -146,6 +147,8 @@ class Session:
     primary: str  # the val metric that picks the best epoch (Config.primary_metric)
     meta: ModelMeta  # what is saved with the best weights (epoch and score filled in then)
     average: WeightAverage | None  # the weights' moving average (train.ema_decay), scored beside them
+    saved_at: float = field(default_factory=time.perf_counter)  # when the checkpoint was last written (or the start)
+    saved_epoch: int = -1  # the epoch it holds (-1: none written by this session)
 
     @property
     def inference(self) -> Inference:
@@ -231,15 +234,23 @@ def build_session(config: Config, dist: Dist) -> Session:
 def fit_epoch(config: Config, session: Session, state: TrainingState, epoch: int,
               log: EpochLog | None = None) -> dict[str, float]:  # fmt: skip
     """One epoch as training runs it: the training pass, the val pass (of the weights and of their average), the
-    best model's and the checkpoint's saves (rank 0); ``log`` sees the epoch's row (rank 0). The epoch's
-    ``val_score`` is the better of the two; ``averaged`` says which it was (1: the average)."""
+    best model's save and, when ``train.checkpoint_minutes`` have passed since the last, the checkpoint's (rank 0);
+    ``log`` sees the epoch's row (rank 0). The epoch's ``val_score`` is the better of the two; ``averaged`` says
+    which it was (1: the average). The caller checkpoints the last epoch (:func:`save_state`)."""
     row = _train_epoch(session, epoch, config.train.grad_clip)
     if _record_epoch(config, session, state, row, log) and session.dist.is_main:
         averaged = bool(row.get("averaged"))
         kept = session.average.module if averaged and session.average is not None else session.model
         best = replace(session.meta, epoch=epoch, epochs=epoch, score=row["val_score"], averaged=averaged)
         save_model(kept, config.paths.weights, best)
-    if session.dist.is_main:
+    if time.perf_counter() - session.saved_at >= 60 * config.train.checkpoint_minutes:
+        save_state(config, session, state)
+    return row
+
+
+def save_state(config: Config, session: Session, state: TrainingState) -> None:
+    """Write the checkpoint of the epoch ``state`` has completed (rank 0; once per epoch)."""
+    if session.dist.is_main and session.saved_epoch != state.epoch:
         save_checkpoint(
             config.paths.checkpoint,
             model=session.model,
@@ -248,7 +259,7 @@ def fit_epoch(config: Config, session: Session, state: TrainingState, epoch: int
             state=state,
             average=session.average,
         )
-    return row
+    session.saved_at, session.saved_epoch = time.perf_counter(), state.epoch
 
 
 def time_epochs(config: Config, epochs: int = 2) -> list[float]:

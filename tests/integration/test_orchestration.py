@@ -190,8 +190,8 @@ def test_a_misspelt_key_is_one_line_with_its_own_exit_code_and_never_retried(wor
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert repro.returncode != 0 and errors == [
         "error: prepare: params.yaml: unknown key 'train.epoch'; allowed keys here: augment, batch_size, "
-        "channels_last, device, early_stopping, ema_decay, epochs, focal_gamma, grad_clip, input, loss, lr, "
-        "num_threads, precision, rare_crops, schedule, warmup_epochs, weight_decay"
+        "channels_last, checkpoint_minutes, device, early_stopping, ema_decay, epochs, focal_gamma, grad_clip, "
+        "input, loss, lr, num_threads, precision, rare_crops, schedule, warmup_epochs, weight_decay"
     ], output
     assert "exited with 5" in output and "Traceback" not in output
     stopped = run_tool("python", "pipelines/training.py", cwd=workspace, check=False, **prefect_env(tmp_path))

@@ -22,7 +22,7 @@ def final_weights(path: Path) -> dict[str, torch.Tensor]:
 def test_kill_after_epoch_one_then_resume_matches_an_uninterrupted_run(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(TINY | {"train.epochs": 3})
+    config = make_config(TINY | {"train.epochs": 3, "train.checkpoint_minutes": 0})  # a checkpoint every epoch
     for stage in (prepare, validate, balance):
         stage.run(config)
     reference = train.run(config, resume="never")
@@ -94,3 +94,26 @@ def test_an_unreadable_or_old_checkpoint_means_a_fresh_start(workdir: Path) -> N
     assert train.run(config).epochs == 1
     config.paths.checkpoint.write_bytes(b"not a checkpoint")
     assert train.run(config).epochs == 1
+
+
+def test_the_checkpoint_waits_for_its_interval_and_always_holds_the_last_epoch(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(TINY | {"train.epochs": 3, "train.checkpoint_minutes": 60})
+    for stage in (prepare, validate, balance):
+        stage.run(config)
+    saved: list[int] = []
+    real_save = train_module.save_checkpoint
+
+    def counted(path: Path, **kwargs: object) -> None:
+        saved.append(kwargs["state"].epoch)  # type: ignore[attr-defined]
+        real_save(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "save_checkpoint", counted)
+    train.run(config, resume="never")
+    assert saved == [3], "an hour's interval: only the last epoch"
+    assert torch.load(config.paths.checkpoint, weights_only=True)["state"]["epoch"] == 3
+    saved.clear()
+    every = make_config(TINY | {"train.epochs": 3, "train.checkpoint_minutes": 0})
+    train.run(every, resume="never")
+    assert saved == [1, 2, 3], "0: after every epoch, each once"

@@ -81,7 +81,7 @@ def _fingerprint(config: Config) -> str:
     parts = {
         "project": config.project.model_dump(),
         "model": config.model.model_dump(),
-        "train": config.train.model_dump(exclude={"num_threads"}),
+        "train": config.train.model_dump(exclude={"num_threads", "checkpoint_minutes"}),
         "evaluate.input": config.eval_input.model_dump(),  # val scores pick the best epoch
         "evaluate.windows": [config.evaluate.overlap, config.evaluate.flip],
         "world_size": from_env().world,  # the epoch samples and the schedule's length depend on it
@@ -194,6 +194,7 @@ def _run(config: Config, resume: str, dist: Dist) -> ModelMeta:
                 if dist.is_main:
                     tqdm.write(f"train: stopping early, no better val score for {train_cfg.early_stopping} epochs")
                 break
+        training.save_state(config, session, state)  # the last epoch's, whatever the interval
         if dist.is_main:
             _log_budget(config, time.perf_counter() - looped, state.epoch - resumed)
             update_meta(paths.weights, epochs=state.epoch)
