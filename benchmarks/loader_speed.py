@@ -25,13 +25,14 @@ from typing import Any
 
 import _camvid as common
 
+from visionflow.planning.rules import GEOMETRY, PHOTOMETRIC, TILT
+
 POLICIES: dict[str, dict[str, Any]] = {
     "off": {"hflip": 0.0},
     "hflip": {"hflip": 0.5},
     # rule 6 for CamVid (sky and road keep to a side of the height): visionflow.planning.rules.augment_policy
-    "auto": {"hflip": 0.5, "vflip": 0.0, "rotate": 15.0, "scale": [0.7, 1.4], "affine": 0.2, "brightness": 0.25,
-             "contrast": 0.25, "gamma": [0.7, 1.5], "colour": 0.15, "blur": 0.2, "noise": 0.1},
-}  # fmt: skip
+    "auto": {"hflip": 0.5, "vflip": 0.0, "rotate": TILT, **GEOMETRY, **PHOTOMETRIC},
+}
 INPUTS: dict[str, dict[str, Any]] = {
     "pad": {"size": [384, 480], "policy": "pad"},
     "crop": {"size": [128, 192], "policy": "crop", "scale": 0.7071},

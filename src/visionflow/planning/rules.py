@@ -41,15 +41,18 @@ The rules (``../shared/PLANNING.md`` has the sources and the measurements; each 
    was taken at the settings planned, its epoch time sets the epochs.
 
 6. **Augmentation** (:func:`augment_policy`). nnU-Net's default set (zoom, rotation, brightness, contrast, gamma,
-   blur, noise, mirroring) through ``torchvision.transforms.v2``, with its ranges and probabilities. Mirroring
+   blur, noise, mirroring) through ``torchvision.transforms.v2``, with its ranges, zoom-and-rotation and each
+   colour change at p 0.5 (``GEOMETRY``, ``PHOTOMETRIC``). Mirroring
    and large rotations only where the train masks give no reason against them: where a class holding at least
    ``LAYOUT_SHARE`` of the labelled pixels lies on average ``LAYOUT_SHIFT`` of the height off the middle, and on
    that side in ``LAYOUT_IMAGES`` of the images holding it (a sky on top, a road below), no vertical flips and
    rotations only to a camera's tilt (``TILT``); the same test on the width turns left-right flips off. Without
    masks (a classifier) the same upright policy, since nothing says which way up its images may be turned.
-   Saturation is left alone: colour may be what tells classes apart. All this only where training makes at least
-   ``FULL_AUGMENT_PASSES`` passes over the train images; with fewer, the model is still fitting them and the
-   policy is a left-right flip (where the layout allows it), measured better there.
+   Saturation is left alone: colour may be what tells classes apart. All this where the train images come from
+   groups (``data.groups``, at least ``GROUP_IMAGES`` a group: frames of one video repeat their scene, and the
+   model is to serve groups it has not seen; measured on CamVid split by sequence) or training makes at least
+   ``FULL_AUGMENT_PASSES`` passes over them; with fewer passes over ungrouped images the model is still fitting
+   them and the policy is a left-right flip (where the layout allows it), measured better there.
 
 A value pinned in params is kept; the others are planned around it.
 """
