@@ -44,6 +44,7 @@ from visionflow.errors import DataError, MissingInput
 __all__ = [
     "ERROR_COLUMNS",
     "GROUP_COLUMNS",
+    "GROUP_GIVEN",
     "AcceptedManifest",
     "CheckOutcome",
     "ClassWeights",
@@ -224,6 +225,7 @@ def count_columns(num_classes: int) -> list[str]:
 # group: the image's group (data.groups: a video, a patient, a site; empty where no groups are configured);
 # group_from: where it came from: pattern | column | id (neither gave one, so the image is a group of its own)
 GROUP_COLUMNS = ("group", "group_from")
+GROUP_GIVEN = ("pattern", "column")  # the group_from values where data.groups gave the group (else: id)
 ERROR_COLUMNS = ("path_error", "image_error", "mask_error", "label_error")  # filled where a file cannot be used
 # orientation: the EXIF orientation tag (1: as stored; 2-8 would mirror or rotate the image when shown)
 IMAGE_COLUMNS = ("width", "height", "channels", "mode", "bits", "brightness", "orientation", "sha256", "dhash")

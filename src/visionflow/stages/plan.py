@@ -30,7 +30,7 @@ from visionflow.data.dataset import DecodedCache
 from visionflow.data.transforms import round_up
 from visionflow.engine import Runtime, resolve_device, resolve_precision
 from visionflow.errors import ConfigError
-from visionflow.handoffs import AcceptedManifest, DatasetInfo, PlanFile
+from visionflow.handoffs import GROUP_GIVEN, AcceptedManifest, DatasetInfo, PlanFile
 from visionflow.planning.fingerprint import DataPrint, fingerprint
 from visionflow.planning.machine import machine_kind, measure
 from visionflow.planning.rules import (
@@ -202,7 +202,7 @@ def _fingerprint(config: Config, info: DatasetInfo, manifest: AcceptedManifest) 
     rows = manifest.split("train")
     cache = DecodedCache.open(rows, config.paths.cache, info)
     masks = (np.asarray(cache.mask(i)) for i in tqdm(range(len(cache)), desc="fingerprint", unit="img"))
-    named = rows.loc[rows["group_from"].isin(["pattern", "column"]), "group"].dropna()
+    named = rows.loc[rows["group_from"].isin(GROUP_GIVEN), "group"]
     return replace(fingerprint(masks, info.classes, info.ignore_index), groups=int(named.nunique()) or None)
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from visionflow.config import Config, ValidateConfig
 from visionflow.errors import ConfigError
-from visionflow.handoffs import CheckOutcome, Failure
+from visionflow.handoffs import GROUP_GIVEN, CheckOutcome, Failure
 
 __all__ = [
     "CATALOGUE",
@@ -138,7 +138,6 @@ class CheckSpec:
 
 
 _SEG: Task = "segmentation"
-_GIVEN = ("pattern", "column")  # manifest group_from values where data.groups gave the group (else: id)
 _NEAR = "no near copy (dHash distance <= {near_duplicate_distance})"
 
 CATALOGUE: tuple[CheckSpec, ...] = (
@@ -177,7 +176,7 @@ CATALOGUE: tuple[CheckSpec, ...] = (
     CheckSpec("one_split", "rows", "error", "each image name in one split only", IsNull("same_name_as"),
               ("same_name_as", "split")),
     CheckSpec("group_unmatched", "rows", "warning", "a group from data.groups (the pattern found in the file "
-              "name, or the csv column); else the image is a group of its own", InSet("group_from", _GIVEN),
+              "name, or the csv column); else the image is a group of its own", InSet("group_from", GROUP_GIVEN),
               ("group",), needs="group_from"),
     CheckSpec("splits_not_empty", "splits", "error", "at least one accepted image in each required split",
               Between("accepted_images", low=1), ("accepted_images",)),
