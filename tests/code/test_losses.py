@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from segmentation_models_pytorch.losses import DiceLoss
 from torch.nn import functional as F
 
-from visionflow.losses import create_loss, focal_loss
+from visionflow.losses import create_loss, dice_loss, focal_loss
 
 
 def sample(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,6 +37,25 @@ def test_weighted_ce_matches_torch() -> None:
     ours = create_loss({"ce": 1.0}, [1.0, 5.0, 1.0], ignore_index=255)(logits, target)
     expected = F.cross_entropy(logits, target, weight=torch.tensor([1.0, 5.0, 1.0]), ignore_index=255)
     assert torch.isclose(ours, expected)
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 5.0, 0.5, 2.0]])
+@pytest.mark.parametrize("shape", [(3, 4, 9, 7), (6, 4)], ids=["segmentation", "classification"])
+def test_dice_matches_smp_in_value_and_gradient(weights: list[float] | None, shape: tuple[int, ...]) -> None:
+    """Our Dice is smp's multiclass DiceLoss computed without the one-hot targets: the same loss and gradient,
+    with ignored pixels and a class absent from the targets (it adds nothing)."""
+    torch.manual_seed(1)
+    logits = torch.randn(*shape) * 3
+    target = torch.randint(0, 3, (shape[0], *shape[2:]))  # class 3 never appears
+    target.view(-1)[::5] = 255
+    ours_in, smp_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = dice_loss(ours_in, target, None if weights is None else torch.tensor(weights), 255)
+    theirs = DiceLoss("multiclass", from_logits=True, ignore_index=255, class_weights=weights)(smp_in, target)
+    ours.backward()
+    theirs.backward()
+    assert 0 < ours.item() < 1
+    assert torch.isclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(ours_in.grad, smp_in.grad, rtol=1e-4, atol=1e-7)
 
 
 def test_focal_with_gamma_zero_is_weighted_ce() -> None:
