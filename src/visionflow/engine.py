@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
@@ -24,6 +26,7 @@ from visionflow.windows import Windows
 __all__ = [
     "EvalResult",
     "Runtime",
+    "WeightAverage",
     "cpu_cores",
     "cpu_has_bf16",
     "create_optimizer",
@@ -114,6 +117,34 @@ def create_optimizer(model: nn.Module, lr: float, weight_decay: float = 1e-2) ->
     57 ms, a tenth of a 64x64 batch of 8's step; the same updates to within float32 rounding)."""
     device = next(model.parameters()).device.type
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device in FUSED_DEVICES)
+
+
+class WeightAverage:
+    """An exponential moving average of the weights and buffers (timm's ``ModelEmaV3``), updated after every
+    optimiser step. Its decay warms up as ``1 - (1 + step) ** -0.75`` towards ``decay`` (timm's setting for runs of
+    thousands of steps rather than millions), so a short run averages over its last epochs, not its random start."""
+
+    WARMUP_POWER = 0.75
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.average = ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=self.WARMUP_POWER)
+        self.steps = 0
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.average.module
+
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        self.average.update(model, step=self.steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and the step count: the checkpoint restores the average bit for bit."""
+        return {"weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}, "steps": self.steps}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.module.load_state_dict(saved["weights"])
+        self.steps = int(saved["steps"])
 
 
 def train_one_epoch(

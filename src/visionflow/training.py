@@ -16,12 +16,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -32,7 +30,14 @@ from visionflow.data.dataset import EpochSampler, ImageDataset
 from visionflow.data.loading import ShardSampler, make_dataset, make_loader
 from visionflow.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionflow.distributed import Dist
-from visionflow.engine import Runtime, create_optimizer, resolve_device, resolve_precision, train_one_epoch
+from visionflow.engine import (
+    Runtime,
+    WeightAverage,
+    create_optimizer,
+    resolve_device,
+    resolve_precision,
+    train_one_epoch,
+)
 from visionflow.handoffs import AcceptedManifest, ClassWeights, DatasetInfo, ModelMeta, SampleWeights
 from visionflow.inference import Inference
 from visionflow.losses import create_loss
@@ -42,7 +47,6 @@ from visionflow.models import create_model, save_model
 __all__ = [
     "EpochLog",
     "Session",
-    "WeightAverage",
     "build_session",
     "fit_epoch",
     "model_meta",
@@ -97,34 +101,6 @@ def model_meta(config: Config, info: DatasetInfo) -> ModelMeta:
         std=IMAGENET_STD,
         metric=f"val_{config.primary_metric}",
     )
-
-
-class WeightAverage:
-    """An exponential moving average of the weights and buffers (timm's ``ModelEmaV3``), updated after every
-    optimiser step. Its decay warms up as ``1 - (1 + step) ** -0.75`` towards ``decay`` (timm's setting for runs of
-    thousands of steps rather than millions), so a short run averages over its last epochs, not its random start."""
-
-    WARMUP_POWER = 0.75
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.average = ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=self.WARMUP_POWER)
-        self.steps = 0
-
-    @property
-    def module(self) -> torch.nn.Module:
-        return self.average.module
-
-    def update(self, model: torch.nn.Module) -> None:
-        self.steps += 1
-        self.average.update(model, step=self.steps)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain tensors and the step count: the checkpoint restores the average bit for bit."""
-        return {"weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}, "steps": self.steps}
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.module.load_state_dict(saved["weights"])
-        self.steps = int(saved["steps"])
 
 
 @dataclass

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tests.conftest import TINY, make_config
+from visionflow.engine import WeightAverage
 from visionflow.handoffs import ModelMeta
 from visionflow.models import load_model
 from visionflow.stages import balance, prepare, train, validate
-from visionflow.training import WeightAverage
 
 
 def test_the_average_starts_as_the_weights_then_follows_them_by_the_warmed_up_decay() -> None:

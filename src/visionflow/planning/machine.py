@@ -17,12 +17,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from visionflow.config import ModelConfig
-from visionflow.engine import Runtime, cpu_cores, cpu_has_bf16, create_optimizer, train_one_epoch
+from visionflow.config import ModelConfig, TrainConfig
+from visionflow.engine import Runtime, WeightAverage, cpu_cores, cpu_has_bf16, create_optimizer, train_one_epoch
+from visionflow.losses import create_loss
 from visionflow.models import create_model, output_channels
 from visionflow.planning.rules import Machine, Rate
 
 __all__ = ["machine_kind", "measure"]
+
+
+PROBE_IGNORE = 255  # the probe's targets hold no ignored pixel; the loss still looks for them, as training's does
 
 
 def _cpu_name() -> str:
@@ -79,9 +83,13 @@ def measure(
     batches: Sequence[int],
     steps: int = 2,
     kind: str = "",
+    train: TrainConfig | None = None,
 ) -> Machine:
     """Train and eval images per second of the model at each (size, batch): ``steps`` timed batches after one
-    warm-up batch. Segmentation only (classification plans no input size)."""
+    warm-up batch, each step as training takes it (``train``'s loss terms, gradient clipping and weight average; a
+    step's fixed costs, the optimiser's, the clipping's and the average's, weigh twice as much an image at half the
+    batch). Segmentation only (classification plans no input size)."""
+    train = train or TrainConfig()
     channels = output_channels(task, num_classes)
     rates = []
     for height, width in ((int(s[0]), int(s[1])) for s in sizes):
@@ -89,11 +97,12 @@ def measure(
             torch.manual_seed(0)
             model = runtime.prepare(create_model(model_config, task, num_classes))
             optimizer = create_optimizer(model, lr=1e-3)
-            loss = nn.BCEWithLogitsLoss() if channels == 1 else nn.CrossEntropyLoss()
+            loss = create_loss(train.loss, None, PROBE_IGNORE, train.focal_gamma)
+            average = None if train.ema_decay is None else WeightAverage(model, train.ema_decay)
+            after = None if average is None else lambda: average.update(model)  # noqa: B023 - called in this loop
             data = _batches(height, width, batch, steps + 1, max(2, channels), seed=height * 7 + batch)
-            if channels == 1:
-                data = [(i, t.float().clamp(max=1)[:, None], s) for i, t, s in data]
-            train_one_epoch(model, data[:1], loss, optimizer, runtime, desc="warm-up")
-            train = train_one_epoch(model, data[1:], loss, optimizer, runtime, desc=f"speed {height}x{width}/{batch}")
-            rates.append(Rate(height, width, batch, train["images_per_second"], _eval_rate(model, runtime, data)))
+            for desc, timed in (("warm-up", data[:1]), (f"speed {height}x{width}/{batch}", data[1:])):
+                fit = train_one_epoch(model, timed, loss, optimizer, runtime, desc=desc, grad_clip=train.grad_clip,
+                                      after_step=after)  # fmt: skip
+            rates.append(Rate(height, width, batch, fit["images_per_second"], _eval_rate(model, runtime, data)))
     return Machine(kind or machine_kind(runtime.device, runtime.precision), tuple(rates))

@@ -35,10 +35,10 @@ The rules (``../shared/PLANNING.md`` has the sources and the measurements; each 
 5. **Epochs.** As many as ``FILL`` of the budget holds at the measured step and validation times, at least one:
    the one-cycle schedule then decays to zero just before the end of the budget. (Measured: on a shared 2-core
    host the 29 epochs of a 40-minute CamVid run took 1.13x the calibrated epoch's time, 10% over a plan that
-   filled the budget; aiming 5% under lands within 10% of it for drift up to 1.15x.) The probe times the model
-   alone on random tensors; a :class:`Calibration` (real epochs at the planned settings: data loading,
-   augmentation, the val pass and the saves included) scales every probed time by what it measured, and where it
-   was taken at the settings planned, its epoch time sets the epochs.
+   filled the budget; aiming 5% under lands within 10% of it for drift up to 1.15x.) The probe times training's
+   step (model, loss, clipping, optimiser, weight average) on random tensors; a :class:`Calibration` (real epochs
+   at the planned settings: data loading, augmentation, the val pass and the saves included) scales every probed
+   time by what it measured, and where it was taken at the settings planned, its epoch time sets the epochs.
 
 6. **Augmentation** (:func:`augment_policy`). nnU-Net's default set (zoom, rotation, brightness, contrast, gamma,
    blur, noise, mirroring) through ``torchvision.transforms.v2``, with its ranges, zoom-and-rotation and each
@@ -217,7 +217,7 @@ def _log_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Two real epochs at one setting, as training runs them: what the probe's model-only times leave out."""
+    """Two real epochs at one setting, as training runs them: what the probe's steps on random tensors leave out."""
 
     input: dict[str, Any]  # the train.input spec it ran at
     batch: int
@@ -392,8 +392,8 @@ def plan(
         machine = replace(machine, overhead=calibration.epoch_seconds / probed)
         notes.append(
             f"real epochs at {_show_input(calibration.input)}, batch {calibration.batch} took "
-            f"{calibration.epoch_seconds:.1f} s, {machine.overhead:.2f}x the probe's model-only estimate (data "
-            "loading, augmentation, the val pass's metrics, saves): every time is scaled by it"
+            f"{calibration.epoch_seconds:.1f} s, {machine.overhead:.2f}x the probe's estimate (data loading, "
+            "augmentation, the val pass's metrics, saves): every time is scaled by it"
         )
 
     # rule 2: size and policy

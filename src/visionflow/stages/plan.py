@@ -1,10 +1,11 @@
 """plan: choose the train settings that params leave at ``auto`` from the train split's fingerprint, this kind of
 machine's measured speed and ``plan.budget_minutes`` (visionflow.planning.rules has the rules and their reasons).
 
-Writes plan.json (what train runs with) and plan.md (the table). The probe times the model alone at candidate
-sizes and batches; then two real epochs at the planned settings (training's own epoch, data loading, augmentation,
-the val pass and the saves included) scale those times, and where that moves the plan, the new settings are timed
-the same way (at most ``MAX_CALIBRATIONS`` times). Both measurements are kept in ``paths.cache``/machine.json per
+Writes plan.json (what train runs with) and plan.md (the table). The probe times training's step (the model,
+its loss, the clipping, the optimiser and the weight average) on random tensors at candidate sizes and batches;
+then two real epochs at the planned settings (training's own epoch, data loading, augmentation, the val pass and
+the saves included) scale those times, and where that moves the plan, the new settings are timed the same way (at
+most ``MAX_CALIBRATIONS`` times). Both measurements are kept in ``paths.cache``/machine.json per
 machine kind, model, settings and visionflow's code, so that the plan changes when the data, the params, the kind of
 machine or the code that trains change, and never because this machine was busier. No choice depends on val's or
 test's contents: the fingerprint reads the train split, and val enters only as the time a validation pass takes.
@@ -92,8 +93,9 @@ def _machine(config: Config, data: DataPrint, runtime: Runtime) -> Machine:
     sizes, batches = _probe(data, config)
     kind = machine_kind(runtime.device, runtime.precision)
     model = config.model
+    step = config.train.model_dump(mode="json", include={"loss", "focal_gamma", "grad_clip", "ema_decay"})
     key = json.dumps([kind, model.arch, model.encoder, sizes, batches, config.plan.steps, config.train.num_threads,
-                      _code()])  # fmt: skip
+                      step, _code()])  # fmt: skip
     path = config.paths.machine_profile
     profiles = _profiles(path)
     if key in profiles:
@@ -102,7 +104,9 @@ def _machine(config: Config, data: DataPrint, runtime: Runtime) -> Machine:
     rates = []
     for size in sizes:  # the largest batches only where they stay within MAX_PROBE_PIXELS
         fitting = [b for b in batches if b * size[0] * size[1] <= MAX_PROBE_PIXELS] or batches[:1]
-        rates += measure(model, "segmentation", len(data.classes), runtime, [size], fitting, config.plan.steps).rates
+        rates += measure(
+            model, "segmentation", len(data.classes), runtime, [size], fitting, config.plan.steps, train=config.train
+        ).rates
     _keep(path, key, [r.__dict__ for r in rates])
     return Machine(kind, tuple(rates))
 
