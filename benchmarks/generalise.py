@@ -15,7 +15,8 @@ Arms, each every key ``auto`` with params changed only in ``data`` and ``plan.bu
   run from a git worktree of that commit with this environment's packages, its own ``visionflow`` stage commands
   in a scratch directory, at the largest budget; its model is then scored by today's evaluate (the same per-image
   scores and corruptions as the other arms). ``--skip-old`` leaves it out; ``--old-work DIR`` keeps its trained
-  model in DIR, and a later run with the same commit and budget scores it again without training.
+  model in DIR, and a later run with the same commit and budget scores it again without training; ``--old-json``
+  takes it from an earlier report of this script on the same kind of machine (the per-image scores compared).
 - ``new-<budget>``: today's defaults at each of ``--budgets`` minutes (10, 20 and 40), with ``data.groups`` set to
   the sequence (and ``--set`` overrides, to weigh a candidate default against the old one).
 
@@ -55,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--old-work", type=Path, default=None,
                         help="where the old arm trains and is kept; a model there from the same --old-ref and budget "
                              "is scored again without training (default: a scratch folder)")  # fmt: skip
+    parser.add_argument("--old-json", type=Path, default=None,
+                        help="the old arm from an earlier report of this script (its arm 'old', same split) instead "
+                             "of training it: benchmarks/results/generalise_old_xeon.json")  # fmt: skip
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params overrides (YAML values) for today's arms: balance.method=none")  # fmt: skip
     common.add_camvid_option(parser)
@@ -166,6 +170,21 @@ def old_arm(ref: str, data: dict[str, Any], budget: float, work: Path | None) ->
             os.chdir(home)
 
 
+def earlier_old(path: Path | None, budget: float) -> dict[str, Any] | None:
+    """The old arm of an earlier report (``--old-json``) trained at ``budget`` minutes; None where none is given."""
+    if path is None:
+        return None
+    arms = [arm for arm in json.loads(path.read_text())["arms"] if arm["arm"] == "old"]
+    if not arms:
+        raise SystemExit(f"{path} holds no old arm (an arm named 'old')")
+    if arms[0]["budget_minutes"] != budget:
+        raise SystemExit(f"{path}: its old arm trained {arms[0]['budget_minutes']:g} min, not the {budget:g} compared")
+    print(
+        f"generalise: the old arm from {path} ({arms[0]['ref']}, {arms[0]['budget_minutes']:g} min), not trained again"
+    )
+    return arms[0]
+
+
 def print_report(report: dict[str, Any]) -> None:
     arms = report["arms"]
     for arm in arms:
@@ -199,7 +218,11 @@ def main() -> int:
         # (the comparison is whole), then the smaller budgets; each arm is saved as it ends beside --json
         # (<name>.partial.json), so a stopped run keeps what it finished
         partial = args.json.with_suffix(".partial.json") if args.json else None
-        old = None if args.skip_old else old_arm(args.old_ref, data, budgets[-1], args.old_work)
+        old = (
+            None
+            if args.skip_old
+            else earlier_old(args.old_json, budgets[-1]) or old_arm(args.old_ref, data, budgets[-1], args.old_work)
+        )
         common.write_json(partial, {"frames": counts, "arms": [old] if old else []})
         arms: list[dict[str, Any]] = []
         for budget in reversed(budgets):

@@ -270,3 +270,11 @@ def test_generalise_splits_camvid_by_sequence_and_compares_the_old_defaults(tmp_
     again, printed = report_of("generalise.py", tmp_path / "again.json", "--camvid", root, "--budgets", "0.02",
                                "--old-ref", "HEAD", "--old-work", old_work)  # fmt: skip
     assert "at 0.02 min: kept" in printed and again["arms"][0]["per_image"] == report["arms"][0]["per_image"]
+    # or taken from the earlier report (--old-json): compared, not trained, and only at the budget it trained
+    taken, printed = report_of("generalise.py", tmp_path / "taken.json", "--camvid", root, "--budgets", "0.02",
+                               "--old-json", tmp_path / "generalise.json")  # fmt: skip
+    assert "not trained again" in printed and taken["arms"][0] == report["arms"][0]
+    assert taken["comparison"]["images"] == len(val_ids)
+    wrong = run_benchmark("generalise.py", "--camvid", root, "--budgets", "0.01", "--old-json",
+                          tmp_path / "generalise.json", check=False)  # fmt: skip
+    assert wrong.returncode != 0 and "not the 0.01 compared" in wrong.stderr
