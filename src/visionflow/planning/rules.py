@@ -145,9 +145,9 @@ FULL_AUGMENT_PASSES = 40
 # passes (a model meant for groups it has not seen). Measured on CamVid split by sequence (2 groups, 184 frames a
 # group; 40 min, 320x416, 22-23 passes; 2-core Xeon with AMX, bf16, fb8f320): the same val mIoU as left-right flips
 # alone at the same plan (0.375 vs 0.381, paired difference -0.0006 [-0.0065, +0.0053]) and more under corruptions
-# (mean 0.260 vs 0.238); at full frames (aef73e1, 902d238) with the average and 20 epochs against flips alone, no
-# average and 24 epochs: 0.386 vs 0.403 (-0.023 [-0.029, -0.017]), under corruptions 0.267 vs 0.221 (which of the
-# three costs clean frames is not yet measured)
+# (mean 0.260 vs 0.238); at full frames (same Xeon, aef73e1, 902d238) with the average and 20 epochs against flips
+# alone, no average and 24 epochs: 0.386 vs 0.403 (-0.023 [-0.029, -0.017]), under corruptions 0.267 vs 0.221
+# (which of the three costs clean frames is not yet measured)
 GROUP_IMAGES = 2
 PLANNED_KEYS = ("train.input", "train.batch_size", "train.lr", "train.epochs", "train.rare_crops", "train.augment")
 
