@@ -102,11 +102,13 @@ RUNG = 2**-0.25  # rule 2: one rung of the ladder of scales: sides ~16% shorter,
 MERGE = 1.2  # rule 2: a rung holds at least this many times fewer pixels than the one above, else it is merged
 # (rounding sides up to 32 can leave two rungs 9% apart, and a 10% change of speed could then move the scale past
 # both; 1.2x the pixels still costs over 10% more where cost grows as pixels**0.75, the CPU probes' slowest growth)
-# rule 2: the passes over the train images a scale must leave in the budget. A heuristic from few measurements, for
-# the lead to check by measurement: on CamVid full frames for 13 passes were undertrained (val loss still falling)
-# and 26 passes reached .617; passes past about 20-30 buy little while resolution down to the thin classes' limit
-# buys much (the wires set: whole images at scale 0.5 for 10 epochs beat scale 0.34 for 21, .653 vs .609)
-MIN_PASSES = 20
+# rule 2: the passes over the train images a scale must leave in the budget, below which it steps down. On CamVid
+# full frames for 13 passes were undertrained (val loss still falling) and 26 reached .617 (standard split). On the
+# sequence split (val shares no scene with train; benchmarks/generalise.py, bf16, 2026-12-07) resolution bought more
+# than passes past 16: on a 2-core Zen 4 full frames for 16 passes reached .396 against .378 for 320x416 at 18
+# (paired +0.008 [+0.003, +0.013], 3289bf6), on a 2-core Xeon .386-.403 at 20-24 against .375-.381 at 320x416 for
+# 22-23; the wires set agrees (whole images at scale 0.5 for 10 epochs beat scale 0.34 for 21, .653 vs .609)
+MIN_PASSES = 16
 # rule 2: whole images up to CamVid's full frame (whole frames at full resolution for 26 epochs measured .617 against
 # a hand-tuned .581); larger ones are cut into crops (the wires set at 480x480, 230k px: 224 px crops, 3 per image
 # an epoch, reached .715 against whole images' .591 at the same scale and budget)
