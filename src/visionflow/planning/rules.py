@@ -106,8 +106,9 @@ MERGE = 1.2  # rule 2: a rung holds at least this many times fewer pixels than t
 # full frames for 13 passes were undertrained (val loss still falling) and 26 reached .617 (standard split). On the
 # sequence split (val shares no scene with train; benchmarks/generalise.py, bf16, 2026-12-07) resolution bought more
 # than passes past 16: on a 2-core Zen 4 full frames for 16 passes reached .396 against .378 for 320x416 at 18
-# (paired +0.008 [+0.003, +0.013], 3289bf6), on a 2-core Xeon .386-.403 at 20-24 against .375-.381 at 320x416 for
-# 22-23; the wires set agrees (whole images at scale 0.5 for 10 epochs beat scale 0.34 for 21, .653 vs .609)
+# (paired +0.008 [+0.003, +0.013], 3289bf6), on a 2-core Xeon with AMX .386-.403 at 20-24 (aef73e1, 902d238)
+# against .375-.381 at 320x416 for 22-23 (fb8f320); the wires set agrees (whole images at scale 0.5 for 10
+# epochs beat scale 0.34 for 21, .653 vs .609)
 MIN_PASSES = 16
 # rule 2: whole images up to CamVid's full frame (whole frames at full resolution for 26 epochs measured .617 against
 # a hand-tuned .581); larger ones are cut into crops (the wires set at 480x480, 230k px: 224 px crops, 3 per image
